@@ -1,0 +1,233 @@
+"""Lightning data module that yields ``{modality: tensors}`` for unpaired training."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.utilities import CombinedLoader
+from scvi import REGISTRY_KEYS, settings
+from scvi.data import AnnDataManager
+from torch.utils.data import DataLoader, Dataset
+
+from ._sampler import CyclingBatchSampler
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModalitySource:
+    """Where one modality's cells live: a registered AnnData and the rows that belong to it.
+
+    A MuData modality uses all rows of its own AnnData; a single AnnData split by a key
+    (several datasets over the same genes) gives one source per category, all sharing one
+    manager.
+    """
+
+    manager: AnnDataManager
+    indices: np.ndarray
+
+    @property
+    def n_obs(self) -> int:
+        """Number of cells of this modality."""
+        return int(self.indices.size)
+
+
+class _IndexedDataset(Dataset):
+    """A modality's torch dataset whose batches also carry the row indices (``ind_x``).
+
+    The indices let a training plan look up per-cell state that is not in the AnnData, such as
+    scJoint's stage-3 pseudo-labels.
+    """
+
+    def __init__(self, manager: AnnDataManager, load_sparse_tensor: bool):
+        self.dataset = manager.create_torch_dataset(load_sparse_tensor=load_sparse_tensor)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, indices: np.ndarray) -> dict:
+        batch = self.dataset[indices]
+        batch[REGISTRY_KEYS.INDICES_KEY] = np.asarray(indices, dtype=np.int64)[:, None]
+        return batch
+
+
+def _densify(batch):
+    if isinstance(batch, dict):
+        return {key: _densify(value) for key, value in batch.items()}
+    if isinstance(batch, torch.Tensor) and batch.layout in (torch.sparse_csr, torch.sparse_csc):
+        return batch.to_dense()
+    return batch
+
+
+class MultiModalDataModule(pl.LightningDataModule):
+    """Mini-batches from several unpaired modalities, one batch of each per step.
+
+    Each training step yields ``{modality: {registry_key: tensor}}``. All modalities advance in
+    lock-step for ``steps_per_epoch`` steps; a smaller modality cycles through fresh
+    permutations, so an epoch covers the largest modality once by default. Sparse matrices stay
+    sparse in the AnnData and are densified one mini-batch at a time.
+
+    Under Lightning's distributed data parallel strategies each rank receives its own disjoint
+    slice of every global batch (see :class:`CyclingBatchSampler`); the trainer must be created
+    with ``use_distributed_sampler=False`` so Lightning does not replace the samplers.
+
+    Parameters
+    ----------
+    sources
+        ``{modality: ModalitySource}``.
+    batch_size
+        Cells per modality per step on each device (an int, or a dict per modality).
+    train_size
+        Fraction of each modality's cells used for training; the rest (or ``validation_size``
+        of them) is held out for validation losses.
+    validation_size
+        Fraction used for validation; defaults to ``1 - train_size``.
+    steps_per_epoch
+        Steps per epoch across all devices. ``None`` covers the largest modality's training cells
+        once per epoch.
+    replacement
+        Sample cells with replacement instead of cycling through permutations.
+    seed
+        Seed of the train/validation split and of the samplers.
+    load_sparse_tensor
+        Move sparse mini-batches to the device as sparse tensors and densify them there (can
+        speed up host-to-GPU transfer of very sparse data).
+    pin_memory
+        Passed to the data loaders.
+    """
+
+    def __init__(
+        self,
+        sources: dict[str, ModalitySource],
+        batch_size: int | dict[str, int] = 128,
+        *,
+        train_size: float = 1.0,
+        validation_size: float | None = None,
+        steps_per_epoch: int | None = None,
+        replacement: bool = False,
+        seed: int = 0,
+        load_sparse_tensor: bool = False,
+        pin_memory: bool = False,
+    ):
+        super().__init__()
+        if not sources:
+            raise ValueError("`sources` must hold at least one modality.")
+        self.sources = sources
+        names = list(sources)
+        if isinstance(batch_size, dict):
+            missing = set(names) - set(batch_size)
+            if missing:
+                raise ValueError(
+                    f"`batch_size` has no entry for modalities {sorted(missing)}; pass an int "
+                    "or a dict with every modality."
+                )
+            self.batch_size = {m: int(batch_size[m]) for m in names}
+        else:
+            self.batch_size = dict.fromkeys(names, int(batch_size))
+        if not 0 < train_size <= 1:
+            raise ValueError(f"`train_size` must be in (0, 1], got {train_size}.")
+        if validation_size is None:
+            validation_size = 1.0 - train_size
+        if validation_size < 0 or train_size + validation_size > 1 + 1e-9:
+            raise ValueError(
+                f"`validation_size` must be in [0, 1 - train_size], got {validation_size}."
+            )
+        self.train_size = float(train_size)
+        self.validation_size = float(validation_size)
+        self.steps_per_epoch = steps_per_epoch
+        self.replacement = replacement
+        self.seed = int(seed)
+        self.load_sparse_tensor = load_sparse_tensor
+        self.pin_memory = pin_memory
+        self._split()
+
+    def _split(self) -> None:
+        rng = np.random.default_rng(self.seed)
+        self.train_idx, self.val_idx, self.test_idx = {}, {}, {}
+        for name, source in self.sources.items():
+            n = source.n_obs
+            n_train = int(np.ceil(self.train_size * n))
+            n_val = min(int(np.floor(self.validation_size * n)), n - n_train)
+            perm = rng.permutation(n) if n_train < n else np.arange(n)
+            self.train_idx[name] = source.indices[np.sort(perm[:n_train])]
+            self.val_idx[name] = source.indices[np.sort(perm[n_train : n_train + n_val])]
+            self.test_idx[name] = source.indices[np.sort(perm[n_train + n_val :])]
+            if self.train_idx[name].size < self.batch_size[name]:
+                raise ValueError(
+                    f"Modality {name!r} has {self.train_idx[name].size} training cells, fewer "
+                    f"than `batch_size={self.batch_size[name]}`; pass `batch_size` ≤ "
+                    f"{self.train_idx[name].size}."
+                )
+
+    @property
+    def n_train(self) -> int:
+        """Training cells over all modalities."""
+        return int(sum(idx.size for idx in self.train_idx.values()))
+
+    @property
+    def n_val(self) -> int:
+        """Validation cells over all modalities."""
+        return int(sum(idx.size for idx in self.val_idx.values()))
+
+    def _world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 1
+        return int(trainer.global_rank), int(trainer.world_size)
+
+    def n_batches(self, world_size: int = 1) -> int:
+        """Steps per epoch on each device."""
+        if self.steps_per_epoch is not None:
+            return max(1, -(-int(self.steps_per_epoch) // world_size))
+        per_modality = [
+            -(-self.train_idx[m].size // (self.batch_size[m] * world_size)) for m in self.sources
+        ]
+        return max(1, max(per_modality))
+
+    def _loaders(self, indices: dict[str, np.ndarray], n_batches: int, *, train: bool):
+        rank, world_size = self._world()
+        loaders = {}
+        for k, (name, source) in enumerate(self.sources.items()):
+            sampler = CyclingBatchSampler(
+                indices[name],
+                batch_size=min(self.batch_size[name], indices[name].size),
+                n_batches=n_batches,
+                replacement=self.replacement and train,
+                shuffle=train,
+                # one independent stream per modality, shared by all ranks
+                seed=self.seed * 1_000 + k + (0 if train else 500),
+                rank=rank,
+                world_size=world_size,
+            )
+            loaders[name] = DataLoader(
+                _IndexedDataset(source.manager, self.load_sparse_tensor),
+                sampler=sampler,
+                batch_size=None,
+                num_workers=settings.dl_num_workers,
+                persistent_workers=settings.dl_persistent_workers and settings.dl_num_workers > 0,
+                pin_memory=self.pin_memory,
+            )
+        return CombinedLoader(loaders, mode="max_size_cycle")
+
+    def train_dataloader(self) -> CombinedLoader:
+        """One batch per modality per step."""
+        _, world_size = self._world()
+        return self._loaders(self.train_idx, self.n_batches(world_size), train=True)
+
+    def val_dataloader(self) -> CombinedLoader | list:
+        """Validation batches (cycling the smaller modality), or none without validation cells."""
+        if any(idx.size == 0 for idx in self.val_idx.values()):
+            return []
+        _, world_size = self._world()
+        n_batches = max(
+            -(-self.val_idx[m].size // (self.batch_size[m] * world_size)) for m in self.sources
+        )
+        return self._loaders(self.val_idx, n_batches, train=False)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Densify sparse mini-batches on the device."""
+        return _densify(batch) if self.load_sparse_tensor else batch

@@ -1,0 +1,212 @@
+"""Generated single-cell data with planted cell types, for tests, demos and scaling runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from mudata import MuData
+from scipy import sparse
+
+
+def _type_profiles(
+    rng: np.random.Generator, n_types: int, n_genes: int, n_markers: int, fold: float
+) -> np.ndarray:
+    """Log-scale expression profile per type: a shared baseline plus type-specific markers."""
+    baseline = rng.normal(0.0, 1.0, size=n_genes)
+    profiles = np.tile(baseline, (n_types, 1))
+    for t in range(n_types):
+        markers = rng.choice(n_genes, size=n_markers, replace=False)
+        profiles[t, markers] += fold
+    return profiles
+
+
+def _sample_counts(
+    rng: np.random.Generator,
+    log_profiles: np.ndarray,
+    types: np.ndarray,
+    depth: float,
+    chunk_cells: int = 50_000,
+) -> sparse.csr_matrix:
+    """Sparse multinomial counts: ``depth`` draws per cell (Poisson) from its type's profile.
+
+    Cells are drawn in chunks so that memory stays proportional to the non-zeros.
+    """
+    n_cells, n_genes = types.size, log_profiles.shape[1]
+    probs = np.exp(log_profiles - log_profiles.max(axis=1, keepdims=True))
+    cdf = np.cumsum(probs / probs.sum(axis=1, keepdims=True), axis=1)
+    blocks = []
+    for start in range(0, n_cells, chunk_cells):
+        t = types[start : start + chunk_cells]
+        n_draws = rng.poisson(depth, size=t.size)
+        rows = np.repeat(np.arange(t.size, dtype=np.int32), n_draws)
+        genes = np.empty(rows.size, dtype=np.int32)
+        row_types = t[rows]
+        for k in np.unique(t):
+            hit = row_types == k
+            genes[hit] = np.searchsorted(cdf[k], rng.random(int(hit.sum())), side="right")
+        np.minimum(genes, n_genes - 1, out=genes)
+        block = sparse.csr_matrix(
+            (np.ones(rows.size, dtype=np.float32), (rows, genes)), shape=(t.size, n_genes)
+        )
+        block.sum_duplicates()
+        blocks.append(block)
+    return sparse.vstack(blocks, format="csr", dtype=np.float32)
+
+
+def synthetic_annotation(n_genes: int, *, seed: int = 0, n_chromosomes: int = 3) -> pd.DataFrame:
+    """Gene coordinates for generated genes ``gene0``, ``gene1``, … (1-based, both strands)."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(5_000, 60_000, size=n_genes)
+    gaps = rng.integers(20_000, 80_000, size=n_genes)
+    chrom = np.arange(n_genes) % n_chromosomes
+    start = np.zeros(n_genes, dtype=np.int64)
+    for c in range(n_chromosomes):
+        on_c = np.flatnonzero(chrom == c)
+        start[on_c] = 10_000 + np.cumsum(gaps[on_c] + lengths[on_c]) - lengths[on_c]
+    return pd.DataFrame(
+        {
+            "gene_name": [f"gene{i}" for i in range(n_genes)],
+            "gene_id": [f"GENE{i:06d}" for i in range(n_genes)],
+            "chrom": [f"chr{c + 1}" for c in chrom],
+            "start": start,
+            "end": start + lengths - 1,
+            "strand": rng.choice([1, -1], size=n_genes),
+        }
+    )
+
+
+def _peaks_for_genes(
+    annotation: pd.DataFrame, peaks_per_gene: int, n_background: int, rng: np.random.Generator
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Peaks inside gene bodies (``gene_of_peak`` ≥ 0) plus intergenic background (−1)."""
+    n_genes = len(annotation)
+    gene_of_peak = np.repeat(np.arange(n_genes), peaks_per_gene)
+    start = annotation["start"].to_numpy()[gene_of_peak]
+    length = (annotation["end"] - annotation["start"]).to_numpy()[gene_of_peak]
+    peak_start = start + (rng.random(gene_of_peak.size) * (length - 600)).astype(np.int64)
+    chrom = annotation["chrom"].to_numpy()[gene_of_peak]
+    # background peaks far beyond the last gene of each chromosome
+    bg_chrom = rng.choice(np.unique(annotation["chrom"]), size=n_background)
+    bg_start = annotation["end"].max() + 100_000 + np.arange(n_background) * 5_000
+    peaks = pd.DataFrame(
+        {
+            "chrom": np.concatenate([chrom, bg_chrom]),
+            "start": np.concatenate([peak_start, bg_start]),
+        }
+    )
+    peaks["end"] = peaks["start"] + 500
+    peaks.index = [f"{c}:{s}-{e}" for c, s, e in zip(peaks["chrom"], peaks["start"], peaks["end"])]
+    return peaks, np.concatenate([gene_of_peak, np.full(n_background, -1)])
+
+
+def synthetic_multiome(
+    n_rna: int = 600,
+    n_atac: int = 600,
+    n_genes: int = 300,
+    n_types: int = 5,
+    *,
+    atac_features: str = "gene_activity",
+    rna_depth: float = 400.0,
+    atac_depth: float = 150.0,
+    marker_fraction: float = 0.1,
+    marker_fold: float = 2.5,
+    modality_noise: float = 0.5,
+    peaks_per_gene: int = 3,
+    background_fraction: float = 0.2,
+    type_weights: np.ndarray | None = None,
+    paired: bool = False,
+    seed: int = 0,
+) -> MuData:
+    """Unpaired RNA + ATAC cells with planted cell types.
+
+    Each type has marker genes with raised expression. RNA counts are drawn from the type
+    profile; ATAC signal is drawn from the same profile distorted per gene (modality-specific
+    effects) at lower depth. Labels are in ``obs["cell_type"]`` of both modalities (hide the ATAC
+    labels from a method; they are for scoring).
+
+    Parameters
+    ----------
+    n_rna, n_atac
+        Cells per modality.
+    n_genes, n_types
+        Genes and planted cell types.
+    atac_features
+        ``"gene_activity"``: ATAC as a cells × genes matrix over the RNA genes.
+        ``"peaks"``: ATAC as cells × peaks with coordinates (``chr:start-end`` names and
+        ``var`` columns); the gene annotation that maps peaks to genes is in
+        ``mdata.mod["atac"].uns["gene_annotation"]``.
+    rna_depth, atac_depth
+        Mean counts drawn per cell.
+    marker_fraction, marker_fold
+        Fraction of genes that mark each type, and their log fold change.
+    modality_noise
+        Standard deviation of the per-gene ATAC distortion (log scale).
+    peaks_per_gene
+        Peaks inside each gene body (``atac_features="peaks"``).
+    background_fraction
+        Extra intergenic peaks carrying noise, as a fraction of the gene peaks.
+    type_weights
+        Type frequencies (uniform by default).
+    paired
+        Give both modalities the same cells (same names and types, as in a multiome assay)
+        instead of disjoint ones; requires ``n_rna == n_atac``.
+    seed
+        Random seed.
+
+    Returns
+    -------
+    MuData with modalities ``"rna"`` and ``"atac"``.
+    """
+    if paired and n_rna != n_atac:
+        raise ValueError("`paired=True` needs `n_rna == n_atac`.")
+    rng = np.random.default_rng(seed)
+    n_markers = max(1, int(marker_fraction * n_genes))
+    profiles = _type_profiles(rng, n_types, n_genes, n_markers, marker_fold)
+    weights = np.full(n_types, 1 / n_types) if type_weights is None else np.asarray(type_weights)
+    weights = weights / weights.sum()
+    type_names = np.array([f"type{t}" for t in range(n_types)])
+    rna_types = rng.choice(n_types, size=n_rna, p=weights)
+    atac_types = rna_types.copy() if paired else rng.choice(n_types, size=n_atac, p=weights)
+    genes = pd.Index([f"gene{i}" for i in range(n_genes)])
+
+    rna = AnnData(
+        X=_sample_counts(rng, profiles, rna_types, rna_depth),
+        obs=pd.DataFrame(
+            {"cell_type": pd.Categorical(type_names[rna_types], categories=type_names)},
+            index=[f"cell{i}" if paired else f"rna{i}" for i in range(n_rna)],
+        ),
+        var=pd.DataFrame(index=genes),
+    )
+    atac_profiles = profiles + rng.normal(0.0, modality_noise, size=n_genes)[None, :]
+    atac_obs = pd.DataFrame(
+        {"cell_type": pd.Categorical(type_names[atac_types], categories=type_names)},
+        index=[f"cell{i}" if paired else f"atac{i}" for i in range(n_atac)],
+    )
+    if atac_features == "gene_activity":
+        atac = AnnData(
+            X=_sample_counts(rng, atac_profiles, atac_types, atac_depth),
+            obs=atac_obs,
+            var=pd.DataFrame(index=genes),
+        )
+    elif atac_features == "peaks":
+        annotation = synthetic_annotation(n_genes, seed=seed)
+        n_background = int(background_fraction * n_genes * peaks_per_gene)
+        peaks, gene_of_peak = _peaks_for_genes(annotation, peaks_per_gene, n_background, rng)
+        # peak profile: its gene's ATAC profile (minus log peaks_per_gene); background is flat
+        peak_profiles = np.where(
+            gene_of_peak[None, :] >= 0,
+            atac_profiles[:, np.maximum(gene_of_peak, 0)],
+            np.log(np.exp(atac_profiles).mean(axis=1, keepdims=True)),
+        )
+        atac = AnnData(
+            X=_sample_counts(rng, peak_profiles, atac_types, atac_depth),
+            obs=atac_obs,
+            var=peaks,
+        )
+        atac.uns["gene_annotation"] = annotation
+    else:
+        raise ValueError(
+            f"`atac_features` must be 'gene_activity' or 'peaks', got {atac_features!r}."
+        )
+    return MuData({"rna": rna, "atac": atac})

@@ -1,0 +1,193 @@
+"""``scx.tl.transfer_labels``: kNN majority-vote label transfer in any embedding."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from mudata import MuData
+
+from scx import _validation as v
+from scx._neighbors import knn_transfer
+
+from ._outputs import clean_params, global_rows
+
+logger = logging.getLogger(__name__)
+
+CellSelection = str | tuple[str, Any] | np.ndarray | pd.Series
+
+
+def _select(
+    data: AnnData | MuData, selection: CellSelection, *, argname: str
+) -> tuple[np.ndarray, AnnData | MuData]:
+    """Rows of ``data.obs`` chosen by a modality name, an ``(obs_key, value)`` pair or a mask.
+
+    Also returns the object whose ``.obs`` holds those cells' annotations (the modality for a
+    MuData modality name, else ``data`` itself).
+    """
+    if isinstance(selection, str):
+        if not isinstance(data, MuData):
+            raise ValueError(
+                f"`{argname}={selection!r}` names a modality, but the data is an AnnData; pass "
+                "an (obs column, value) pair such as ('batch', 'CTRL') or a boolean mask."
+            )
+        v.check_modality(data, selection, argname=argname)
+        return global_rows(data, selection), data.mod[selection]
+    if isinstance(selection, tuple):
+        if len(selection) != 2:
+            raise ValueError(
+                f"`{argname}` as a tuple must be (obs column, value), got {selection}."
+            )
+        key, value = selection
+        column = v.check_obs_key(data, key, argname=f"{argname}[0]")
+        rows = np.flatnonzero((column == value).to_numpy())
+        if rows.size == 0:
+            raise ValueError(
+                f"No cell has `.obs[{key!r}] == {value!r}` (`{argname}`); values present: "
+                f"{list(pd.unique(column))[:10]}."
+            )
+        return rows, data
+    mask = np.asarray(selection)
+    if mask.dtype != bool or mask.shape != (data.n_obs,):
+        raise ValueError(
+            f"`{argname}` must be a modality name, an (obs column, value) pair, or a boolean "
+            f"mask of length {data.n_obs}; got an array of dtype {mask.dtype} and shape "
+            f"{mask.shape}."
+        )
+    if not mask.any():
+        raise ValueError(f"The boolean mask `{argname}` selects no cell.")
+    return np.flatnonzero(mask), data
+
+
+def transfer_labels(
+    data: AnnData | MuData,
+    labels_key: str,
+    *,
+    use_rep: str,
+    reference: CellSelection,
+    query: CellSelection | None = None,
+    n_neighbors: int = 30,
+    metric: Literal["euclidean", "cosine"] = "euclidean",
+    method: Literal["auto", "exact", "pynndescent"] = "auto",
+    min_confidence: float | None = None,
+    max_reference: int | None = None,
+    key_added: str = "transfer",
+    random_state: int = 0,
+) -> None:
+    """Transfer labels from reference cells to query cells by kNN majority vote.
+
+    Each query cell gets the most frequent label among its ``n_neighbors`` nearest reference
+    cells in ``obsm[use_rep]`` (ties go to the label that sorts first) and a confidence: the
+    fraction of those neighbours that carry the winning label. Exact search in row chunks for
+    small inputs, pynndescent for large ones.
+
+    Writes ``obs[f"{key_added}_label"]`` (categorical; NaN outside the query),
+    ``obs[f"{key_added}_confidence"]`` and ``uns[key_added]["params"]``; for a MuData the
+    columns also go to the query modality's ``.obs`` when the query is a modality.
+
+    Parameters
+    ----------
+    data
+        AnnData or MuData with the joint embedding in ``.obsm[use_rep]``.
+    labels_key
+        ``.obs`` column with the reference labels (for a reference modality: that modality's
+        ``.obs``).
+    use_rep
+        Key of the embedding in ``.obsm``.
+    reference
+        Reference cells: a modality name (MuData), an ``(obs column, value)`` pair such as
+        ``("batch", "CTRL")``, or a boolean mask over ``data.obs``.
+    query
+        Query cells, given the same way; defaults to every non-reference cell.
+    n_neighbors
+        Voting neighbours.
+    metric
+        ``"euclidean"`` or ``"cosine"``.
+    method
+        ``"exact"``, ``"pynndescent"`` or ``"auto"`` (by size).
+    min_confidence
+        Query cells with a lower confidence are labelled ``"unassigned"``.
+    max_reference
+        Use at most this many evenly spaced reference cells.
+    key_added
+        Prefix of the written keys.
+    random_state
+        Seed of pynndescent.
+    """
+    if not isinstance(data, AnnData | MuData):
+        raise ValueError(f"`data` must be an AnnData or a MuData, got {type(data).__name__}.")
+    embedding = v.check_rep(data, use_rep)
+    v.check_positive_int(n_neighbors, argname="n_neighbors")
+    ref_rows, ref_holder = _select(data, reference, argname="reference")
+    labels_source = ref_holder if ref_holder is not data else data
+    where = "" if labels_source is data else " of the reference modality"
+    labels = v.check_obs_key(labels_source, labels_key, argname="labels_key", where=where)
+    ref_labels = labels.to_numpy() if labels_source is not data else labels.to_numpy()[ref_rows]
+    ref_labels = pd.Series(ref_labels)
+    if ref_labels.isna().any():
+        keep = ~ref_labels.isna().to_numpy()
+        logger.info("transfer_labels: %d reference cells without a label ignored.", (~keep).sum())
+        ref_rows, ref_labels = ref_rows[keep], ref_labels[keep]
+    if ref_labels.empty:
+        raise ValueError(f"No reference cell has a label in `labels_key={labels_key!r}`.")
+    if query is None:
+        query_mask = np.ones(data.n_obs, dtype=bool)
+        query_mask[ref_rows] = False
+        if isinstance(reference, str) and isinstance(data, MuData):
+            query_mask[global_rows(data, reference)] = False
+        if not query_mask.any():
+            raise ValueError("Every cell is a reference cell; pass `query=` explicitly.")
+        query_rows, query_holder = np.flatnonzero(query_mask), data
+    else:
+        query_rows, query_holder = _select(data, query, argname="query")
+    ref_emb, query_emb = embedding[ref_rows], embedding[query_rows]
+    for name, emb in (("reference", ref_emb), ("query", query_emb)):
+        if np.isnan(emb).any():
+            raise ValueError(
+                f"`.obsm[{use_rep!r}]` has NaN rows among the {name} cells (cells the embedding "
+                f"does not cover); restrict `{name}` to embedded cells."
+            )
+
+    predicted, confidence, classes = knn_transfer(
+        ref_emb,
+        ref_labels.to_numpy(),
+        query_emb,
+        n_neighbors=n_neighbors,
+        metric=metric,
+        method=method,
+        max_reference=max_reference,
+        random_state=random_state,
+    )
+    categories = list(classes)
+    if min_confidence is not None:
+        predicted = np.where(confidence < min_confidence, "unassigned", predicted)
+        categories.append("unassigned")
+
+    # ---- write
+    codes = np.full(data.n_obs, -1, dtype=np.int64)
+    codes[query_rows] = pd.Categorical(predicted, categories=categories).codes
+    data.obs[f"{key_added}_label"] = pd.Categorical.from_codes(codes, categories=categories)
+    conf = np.full(data.n_obs, np.nan)
+    conf[query_rows] = confidence
+    data.obs[f"{key_added}_confidence"] = conf
+    if query_holder is not data:
+        query_holder.obs[f"{key_added}_label"] = pd.Categorical(predicted, categories=categories)
+        query_holder.obs[f"{key_added}_confidence"] = confidence
+    data.uns[key_added] = {
+        "params": clean_params(
+            {
+                "labels_key": labels_key,
+                "use_rep": use_rep,
+                "n_neighbors": n_neighbors,
+                "metric": metric,
+                "method": method,
+                "min_confidence": min_confidence,
+                "max_reference": max_reference,
+                "n_reference": int(ref_rows.size),
+                "n_query": int(query_rows.size),
+            }
+        )
+    }
