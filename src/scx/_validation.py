@@ -7,7 +7,8 @@ untouched; tools run every check before any training starts.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -166,3 +167,19 @@ def check_rep(data: AnnData | MuData, use_rep: str, *, argname: str = "use_rep")
         raise ValueError(f"`.obsm[{use_rep!r}]` must be 2-d, got shape {rep.shape}.")
     check_counts(rep, argname=f".obsm[{use_rep!r}]", allow_negative=True)
     return rep
+
+
+def clean_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Make parameters storable in ``.uns`` (h5 cannot hold tuples or ``None`` inside lists)."""
+    cleaned = {}
+    for key, value in params.items():
+        if isinstance(value, tuple | list):
+            value = [str(v) if v is None else v for v in value]
+        elif isinstance(value, Mapping):
+            value = clean_params(value)
+        elif isinstance(value, np.generic):
+            value = value.item()
+        elif isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        cleaned[key] = value
+    return cleaned

@@ -29,6 +29,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from scx._validation import check_counts, clean_params, get_matrix
+
 __all__ = [
     "gene_activity",
     "normalize_chrom",
@@ -732,42 +734,6 @@ def peak_gene_prior(
 # --------------------------------------------------------------------------------------------
 # Gene activity
 # --------------------------------------------------------------------------------------------
-def _check_counts(X: object, where: str) -> None:
-    """Validate a count matrix without densifying it."""
-    if sp.issparse(X):
-        data = X.data
-    elif isinstance(X, np.ndarray):
-        data = X
-    else:
-        raise ValueError(
-            f"`atac`: {where} is a {type(X).__name__}, not an in-memory numpy array or scipy "
-            "sparse matrix. Load the data into memory first (e.g. atac.to_memory())."
-        )
-    if not np.issubdtype(data.dtype, np.number) or np.issubdtype(data.dtype, np.complexfloating):
-        raise ValueError(f"`atac`: {where} must be numeric, got dtype {data.dtype}.")
-    if data.size and not np.isfinite(data).all():
-        raise ValueError(
-            f"`atac`: {where} contains NaN or infinite values. Pass raw (or non-negative) peak "
-            "counts."
-        )
-    if data.size and data.min() < 0:
-        raise ValueError(
-            f"`atac`: {where} contains negative values (min {data.min()}). Pass raw peak counts, "
-            "not centred or scaled values."
-        )
-
-
-def _clean_param(value: object) -> object:
-    """Make a parameter value storable in ``.uns`` (h5ad): str/int/float/bool/None or list."""
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return str(value)
-
-
 def gene_activity(
     atac: ad.AnnData,
     annotation: pd.DataFrame | str | os.PathLike,
@@ -829,18 +795,8 @@ def gene_activity(
             f"`atac` is empty ({atac.n_obs} cells × {atac.n_vars} peaks); it needs at least one "
             "cell and one peak."
         )
-    if layer is None:
-        X, where = atac.X, "X"
-    else:
-        if layer not in atac.layers:
-            raise ValueError(
-                f"`layer`: {layer!r} is not in atac.layers (available: {list(atac.layers)}). "
-                "Pass one of those, or None to use atac.X."
-            )
-        X, where = atac.layers[layer], f"layers[{layer!r}]"
-    if X is None:
-        raise ValueError("`atac`: X is None; pass `layer` naming a layer with peak counts.")
-    _check_counts(X, where)
+    X = get_matrix(atac, layer)
+    check_counts(X, argname="atac" if layer is None else f"atac.layers[{layer!r}]")
     up, down = _check_params(upstream, downstream, duplicates)
     gene_index = None if genes is None else _check_genes(genes)
     try:
@@ -904,17 +860,17 @@ def gene_activity(
     var["gene_id"] = np.where(found, sub["gene_id"].to_numpy(dtype=object), "")
     var["n_peaks"] = n_peaks.astype(np.int64)
 
-    params = {
-        "annotation": "DataFrame"
-        if isinstance(annotation, pd.DataFrame)
-        else _clean_param(annotation),
-        "genes": None if genes is None else "given",
-        "upstream": up,
-        "downstream": down,
-        "gene_body": bool(gene_body),
-        "layer": layer,
-        "duplicates": str(duplicates),
-    }
+    params = clean_params(
+        {
+            "annotation": "DataFrame" if isinstance(annotation, pd.DataFrame) else str(annotation),
+            "genes": None if genes is None else "given",
+            "upstream": up,
+            "downstream": down,
+            "gene_body": bool(gene_body),
+            "layer": layer,
+            "duplicates": str(duplicates),
+        }
+    )
     out = ad.AnnData(X=activity, obs=atac.obs.copy(), var=var)
     out.uns["gene_activity"] = {"params": params}
     logger.info(

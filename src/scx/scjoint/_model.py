@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from typing import Literal
 
@@ -125,11 +126,16 @@ class SCJOINT(MultiModalModelBase):
                 f"The reference {reference!r} has {len(self.labels_)} label class; scJoint needs "
                 "at least two."
             )
-        if n_pcs is not None and not 1 <= n_pcs < len(genes):
-            raise ValueError(
-                f"`n_pcs` must be None or between 1 and {len(genes) - 1} (the number of genes "
-                f"minus one), got {n_pcs}."
+        if n_pcs is not None and n_pcs < 1:
+            raise ValueError(f"`n_pcs` must be None or a positive integer, got {n_pcs}.")
+        if n_pcs is not None and n_pcs >= len(genes):
+            warnings.warn(
+                f"`n_pcs={n_pcs}` is not below the number of genes ({len(genes)}); using "
+                f"{len(genes) - 1} components.",
+                UserWarning,
+                stacklevel=2,
             )
+            n_pcs = len(genes) - 1
         self.module = self._module_cls(
             n_input=len(genes),
             n_labels=len(self.labels_),

@@ -66,6 +66,10 @@ class SCJOINTTrainingPlan(TrainingPlan):
             self.register_buffer(name, torch.as_tensor(codes, dtype=torch.long), persistent=False)
             self._pseudo_buffers[modality] = name
         self._n_skipped = 0
+        if isinstance(module.centers, torch.nn.Parameter):
+            # centres only enter the stage-3 loss; a parameter without gradient in stage 1
+            # would stall distributed data parallel's gradient reduction
+            module.centers.requires_grad_(self.stage == 3)
 
     def _step(self, batch: dict[str, dict[str, torch.Tensor]]):
         outputs = {

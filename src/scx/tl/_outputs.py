@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 import pandas as pd
 from mudata import MuData
+
+from scx._validation import clean_params
+
+__all__ = ["check_writable", "clean_params", "global_rows", "write_obs", "write_obsm"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,17 +89,3 @@ def write_obs(
         for m, column in values.items():
             out[global_rows(mdata, m)] = np.asarray(column, dtype=np.float64)
         mdata.obs[key] = out
-
-
-def clean_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Make parameters storable in ``.uns`` (h5 cannot hold tuples or ``None`` inside lists)."""
-    cleaned = {}
-    for key, value in params.items():
-        if isinstance(value, tuple | list):
-            value = [str(v) if v is None else v for v in value]
-        elif isinstance(value, Mapping):
-            value = clean_params(value)
-        elif isinstance(value, np.generic):
-            value = value.item()
-        cleaned[key] = value
-    return cleaned

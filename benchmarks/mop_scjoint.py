@@ -1,0 +1,210 @@
+"""scJoint label transfer on MOp SNARE-seq2, side by side with its peers.
+
+The paired cells are split at random (seed 0) into two disjoint halves: the RNA half keeps its
+labels, the ATAC half is the unlabelled query (its labels only score). Every method runs in its
+own process, so its wall time and peak memory are its own.
+
+Methods
+-------
+* scx scJoint with scx defaults, and with the reference settings
+  (``scx.scjoint.REFERENCE_SETTINGS``), over several seeds; ablations that add one scx
+  improvement at a time to the reference; the reference's own MOp configuration.
+* CCA (Seurat v3 style, 30 components) on log-normalised, scaled RNA and gene activity, then
+  the same kNN transfer (k = 30).
+* scANVI (scvi-tools) trained on RNA + gene activity with modality as batch.
+* ATAC-only supervised reference: logistic regression on ATAC LSI with the (normally hidden)
+  ATAC labels, 5-fold cross-validated.
+
+Gene activity comes from ``scx.pp.gene_activity`` (gene body + 2 kb upstream, mm10 table).
+
+Run: ``python benchmarks/mop_scjoint.py`` (about 15 minutes on 2 CPU cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from _common import find_data_dir, print_table, run_isolated
+
+ANNOTATION = "annotations/genes_mm10_GRCm38_ensembl_MAESTRO.tsv.gz"
+
+
+def _quiet() -> None:
+    warnings.simplefilter("ignore")
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    import mudata
+
+    mudata.set_options(pull_on_update=False)
+
+
+# ---------------------------------------------------------------------------- methods
+def run_scjoint(rna, atac_peaks, annotation: str, kwargs: dict) -> np.ndarray:
+    """scx.tl.scjoint from raw RNA counts and ATAC peaks (gene activity computed inside)."""
+    _quiet()
+    import mudata
+
+    import scx
+
+    mdata = mudata.MuData({"rna": rna, "atac": atac_peaks})
+    scx.tl.scjoint(
+        mdata,
+        labels_key="cell_type",
+        annotation=annotation,
+        enable_progress_bar=False,
+        **kwargs,
+    )
+    return mdata["atac"].obs["scjoint_label"].astype(str).to_numpy()
+
+
+def run_cca(rna, gene_activity, n_components: int = 30, n_neighbors: int = 30) -> np.ndarray:
+    """CCA embeddings of both halves, then kNN transfer of the RNA labels."""
+    _quiet()
+    from _baselines import cca_embeddings
+    from scx._neighbors import knn_transfer
+
+    keep = np.asarray(gene_activity.X.sum(axis=0)).ravel() > 0
+    u, v = cca_embeddings(rna.X[:, keep], gene_activity.X[:, keep], n_components)
+    labels = rna.obs["cell_type"].astype(str).to_numpy()
+    return knn_transfer(u, labels, v, n_neighbors=n_neighbors)[0]
+
+
+def run_scanvi(rna, gene_activity, seed: int = 0) -> np.ndarray:
+    """scANVI on RNA + gene activity counts (modality as batch), predicting the ATAC cells."""
+    _quiet()
+    import anndata as ad
+    import scvi
+
+    scvi.settings.seed = seed
+    rna = rna.copy()
+    activity = gene_activity[:, rna.var_names].copy()
+    rna.obs = pd.DataFrame({"label": rna.obs["cell_type"].astype(str)}, index=rna.obs_names)
+    activity.obs = pd.DataFrame({"label": "Unknown"}, index=activity.obs_names)
+    adata = ad.concat({"rna": rna, "atac": activity}, label="modality")
+    adata.layers["counts"] = adata.X.copy()
+    scvi.model.SCVI.setup_anndata(adata, layer="counts", batch_key="modality")
+    vae = scvi.model.SCVI(adata, n_latent=30)
+    vae.train(enable_progress_bar=False)  # scvi's default number of epochs for this size
+    scanvi = scvi.model.SCANVI.from_scvi_model(
+        vae, unlabeled_category="Unknown", labels_key="label"
+    )
+    scanvi.train(max_epochs=20, n_samples_per_label=100, enable_progress_bar=False)
+    prediction = scanvi.predict(adata)
+    return np.asarray(prediction)[(adata.obs["modality"] == "atac").to_numpy()]
+
+
+def run_atac_supervised(atac_peaks, truth: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Cross-validated logistic regression on ATAC LSI with the ATAC labels (upper reference)."""
+    _quiet()
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    binary = (atac_peaks.X > 0).astype(np.float32)
+    tfidf = TfidfTransformer(norm="l2", sublinear_tf=True).fit_transform(binary)
+    lsi = TruncatedSVD(51, random_state=seed).fit_transform(tfidf)[:, 1:]
+    lsi = (lsi - lsi.mean(0)) / lsi.std(0)
+    folds = StratifiedKFold(5, shuffle=True, random_state=seed)
+    classifier = LogisticRegression(max_iter=2000)
+    return cross_val_predict(classifier, lsi, truth, cv=folds)
+
+
+# ---------------------------------------------------------------------------- main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--skip-scanvi", action="store_true")
+    args = parser.parse_args()
+    _quiet()
+    import mudata
+
+    import scx
+    from scx.scjoint import REFERENCE_SETTINGS
+
+    data = find_data_dir()
+    mdata = mudata.read_h5mu(data / "mop_snareseq2" / "mop_snareseq2.h5mu")
+    annotation = str(data / ANNOTATION)
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(mdata.n_obs)
+    half = mdata.n_obs // 2
+    rna_idx, atac_idx = np.sort(perm[:half]), np.sort(perm[half:])
+    rna = mdata["rna"][rna_idx].copy()
+    del rna.varm["gene_region"]
+    rna.obs = rna.obs[["cell_type"]]
+    atac = mdata["atac"][atac_idx].copy()
+    truth = atac.obs["cell_type"].astype(str).to_numpy()
+    atac.obs = pd.DataFrame(index=atac.obs_names)  # labels hidden from every method
+    activity = scx.pp.gene_activity(atac, annotation, genes=rna.var_names)
+    reference_labels = set(rna.obs["cell_type"].astype(str))
+    print(
+        f"MOp SNARE-seq2: {rna.n_obs} RNA cells (labelled) / {atac.n_obs} ATAC cells (query), "
+        f"{rna.n_vars} genes, {atac.n_vars} peaks; gene activity: "
+        f"{activity.X.nnz / activity.n_obs:.0f} non-zero genes per ATAC cell."
+    )
+
+    rows: dict[str, dict] = {}
+
+    def record(name: str, run: dict) -> None:
+        scores = scx.metrics.label_transfer_accuracy(
+            truth, run["result"], reference_labels=reference_labels
+        )
+        rows[name] = {
+            "accuracy": scores["accuracy"],
+            "macro_f1": scores["macro_f1"],
+            "balanced_acc": scores["balanced_accuracy"],
+            "time_s": run["time_s"],
+            "peak_mb": run["peak_mb"],
+            "delta_mb": run["delta_mb"],
+        }
+        print(f"  {name:<48} acc {scores['accuracy']:.3f}  macro-F1 {scores['macro_f1']:.3f}")
+
+    configurations = {
+        "scJoint scx defaults": {},
+        "scJoint reference settings": dict(REFERENCE_SETTINGS),
+        "scJoint reference + shared PCA input": {**REFERENCE_SETTINGS, "n_pcs": 30},
+        "scJoint reference + modality norm": {**REFERENCE_SETTINGS, "modality_norm": True},
+        "scJoint defaults, unfiltered pseudo-labels": {"pseudo_label_min_confidence": 0.0},
+        "scJoint reference, MOp config (10/10 ep, lr3 1e-3, cw 20)": {
+            **REFERENCE_SETTINGS,
+            "max_epochs": 10,
+            "lr_stage3": 0.001,
+            "center_weight": 20.0,
+        },
+    }
+    seeded = {"scJoint scx defaults", "scJoint reference settings"}
+    print("\nRunning (each method in its own process):")
+    for name, kwargs in configurations.items():
+        seeds = args.seeds if name in seeded else args.seeds[:1]
+        runs = []
+        for seed in seeds:
+            run = run_isolated(run_scjoint, rna, atac, annotation, {**kwargs, "seed": seed})
+            label = f"{name} (seed {seed})" if len(seeds) > 1 else name
+            record(label, run)
+            runs.append(rows[label])
+        if len(seeds) > 1:
+            frame = pd.DataFrame(runs)
+            rows[f"{name}: mean of {len(seeds)} seeds"] = frame.mean().to_dict()
+            rows[f"{name}: sd"] = frame.std().to_dict()
+    record("CCA (30 comps) + kNN(30)", run_isolated(run_cca, rna, activity))
+    if not args.skip_scanvi:
+        record("scANVI (RNA + gene activity)", run_isolated(run_scanvi, rna, activity))
+    record(
+        "ATAC-only supervised LR on LSI (5-fold CV)",
+        run_isolated(run_atac_supervised, atac, truth),
+    )
+    table = pd.DataFrame(rows).T
+    print_table(
+        table,
+        f"RNA → ATAC label transfer on MOp ({int((np.isin(truth, list(reference_labels))).sum())} "
+        "scored ATAC cells; time and memory per method process)",
+    )
+
+
+if __name__ == "__main__":
+    main()

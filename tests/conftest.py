@@ -1,0 +1,89 @@
+import copy
+import warnings
+
+import mudata
+import numpy as np
+import pandas as pd
+import pytest
+import scvi
+from scipy import sparse
+
+import scx
+
+mudata.set_options(pull_on_update=False)
+scvi.settings.verbosity = 30
+warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+warnings.filterwarnings("ignore", category=FutureWarning, module="mudata")
+
+#: Trainer settings that keep the tests quiet.
+QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
+
+
+def make_unpaired(seed: int = 0, **kwargs) -> tuple[mudata.MuData, pd.Series]:
+    """Synthetic unpaired RNA + ATAC gene activity; ATAC labels removed and returned."""
+    params = {"n_rna": 500, "n_atac": 500, "n_genes": 200, "n_types": 4, "seed": seed}
+    params.update(kwargs)
+    mdata = scx.datasets.synthetic_multiome(**params)
+    truth = mdata["atac"].obs.pop("cell_type").astype(str)
+    return mdata, truth
+
+
+@pytest.fixture
+def unpaired():
+    return make_unpaired()
+
+
+@pytest.fixture(scope="session")
+def trained_scjoint():
+    """One scJoint run shared by the read-only tests."""
+    mdata, truth = make_unpaired(seed=1)
+    model = scx.tl.scjoint(mdata, labels_key="cell_type", max_epochs=8, batch_size=128, **QUIET)
+    return mdata, truth, model
+
+
+def snapshot(mdata: mudata.MuData) -> dict:
+    """Everything a tool could change, deep-copied for a before/after comparison."""
+
+    def adata_state(adata):
+        X = adata.X.copy() if adata.X is not None else None
+        return {
+            "X": X,
+            "obs": adata.obs.copy(),
+            "var": adata.var.copy(),
+            "obsm": {k: copy.deepcopy(v) for k, v in adata.obsm.items()},
+            "layers": {k: v.copy() for k, v in adata.layers.items()},
+            "uns": copy.deepcopy(dict(adata.uns)),
+        }
+
+    return {
+        "global": {
+            "obs": mdata.obs.copy(),
+            "obsm": {k: np.asarray(v).copy() for k, v in mdata.obsm.items()},
+            "uns": copy.deepcopy(dict(mdata.uns)),
+        },
+        "mods": {m: adata_state(a) for m, a in mdata.mod.items()},
+    }
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, pd.DataFrame):
+        return isinstance(b, pd.DataFrame) and a.equals(b) and list(a.columns) == list(b.columns)
+    if sparse.issparse(a):
+        a, b = sparse.csr_matrix(a), sparse.csr_matrix(b) if sparse.issparse(b) else None
+        return (
+            b is not None
+            and a.shape == b.shape
+            and np.array_equal(a.indptr, b.indptr)
+            and np.array_equal(a.indices, b.indices)
+            and np.array_equal(a.data, b.data, equal_nan=True)
+        )
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and np.array_equal(a, b, equal_nan=True)
+    return a == b
+
+
+def assert_unchanged(before: dict, mdata: mudata.MuData) -> None:
+    after = snapshot(mdata)
+    assert _equal(before, after), "the tool changed its input"
