@@ -9,8 +9,14 @@ from scx.pp._shared_pca import fit_shared_pca
 
 def test_shared_pca_equals_dense_pca_of_per_dataset_standardised_data():
     rng = np.random.default_rng(0)
-    a = sparse.random(120, 40, density=0.2, random_state=1, format="csr") * 5
-    b = sparse.random(90, 40, density=0.1, random_state=2, format="csr") * 2
+    # five strong shared components plus noise, made sparse by clipping at zero
+    loadings = rng.normal(size=(5, 40)) * np.array([8, 6, 4, 3, 2])[:, None]
+
+    def sample(n, scale):
+        values = rng.normal(size=(n, 5)) @ loadings + rng.normal(scale=0.3, size=(n, 40))
+        return sparse.csr_matrix(np.maximum(values * scale, 0))
+
+    a, b = sample(120, 5.0), sample(90, 2.0)
     fitted = fit_shared_pca([a, b], n_comps=5, random_state=0)
 
     def standardise(X):
@@ -25,7 +31,7 @@ def test_shared_pca_equals_dense_pca_of_per_dataset_standardised_data():
     np.testing.assert_allclose(np.abs(fitted.loadings.T @ vt[:5].T), np.eye(5), atol=1e-6)
     np.testing.assert_allclose(fitted.variance_ratio, s[:5] ** 2 / Z.size, rtol=1e-6)
     np.testing.assert_allclose(
-        np.abs(fitted.transform(a, 0)), np.abs(standardise(a) @ vt[:5].T), atol=1e-6
+        np.abs(fitted.transform(a, 0)), np.abs(standardise(a) @ vt[:5].T), atol=1e-5
     )
     # deterministic, and sparse inputs are left sparse
     again = fit_shared_pca([a, b], n_comps=5, random_state=0)
@@ -33,7 +39,6 @@ def test_shared_pca_equals_dense_pca_of_per_dataset_standardised_data():
     assert sparse.issparse(a)
     with pytest.raises(ValueError, match="n_comps"):
         fit_shared_pca([a, b], n_comps=40)
-    assert rng is not None
 
 
 def test_shared_pca_tool_writes_per_modality_and_checks_input():

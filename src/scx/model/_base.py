@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -62,7 +62,7 @@ def _per_modality(value: Any, modalities: Sequence[str], argname: str) -> dict[s
 class MultiModalModelBase(BaseModelClass):
     """Shared registration, data loading, training and inference for unpaired models.
 
-    Subclasses add fields in :meth:`_modality_fields`, build their module in ``__init__`` (after
+    Subclasses add fields in ``_modality_fields``, build their module in ``__init__`` (after
     ``super().__init__(data)``) and implement ``train``.
     """
 
@@ -339,11 +339,3 @@ class MultiModalModelBase(BaseModelClass):
                 )
             return get_matrix(adata[:, registered], layer)
         return get_matrix(adata, layer)
-
-    def _iterate_rows(self, X, batch_size: int) -> Iterator[torch.Tensor]:
-        """Dense float32 tensors of consecutive row chunks, on the module's device."""
-        device = self.module.device
-        for start in range(0, X.shape[0], batch_size):
-            chunk = X[start : start + batch_size]
-            chunk = chunk.toarray() if sparse.issparse(chunk) else np.asarray(chunk)
-            yield torch.as_tensor(chunk, dtype=torch.float32, device=device)

@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 from anndata import AnnData
 from mudata import MuData
+from scipy import sparse
 from scvi import REGISTRY_KEYS, settings
 
 from scx._neighbors import knn, vote
@@ -375,13 +376,29 @@ class SCJOINT(MultiModalModelBase):
             }
         X = self._input_matrix(modality, adata)
         self.module.eval()
-        parts = [
-            self.module.inference(x, modality=modality)["z"].cpu()
-            for x in self._iterate_rows(X, batch_size)
-        ]
-        z = torch.cat(parts)
+        k = self.module.modalities.index(modality)
+        folded = None
+        if self.module.n_pcs is not None:
+            weight, offset = self.module.folded_projection(k)
+            folded = (weight.cpu().numpy(), offset.cpu().numpy())
+        device = self.module.device
+        # one preallocated output: a list of chunks plus a concatenation would hold the
+        # embedding twice and fragment the heap with the dense chunk temporaries
+        z = torch.empty(X.shape[0], self.module.n_latent)
+        for start in range(0, X.shape[0], batch_size):
+            chunk = X[start : start + batch_size]
+            if folded is not None:
+                # project the (sparse) chunk first, so it is never densified
+                h = transform_matrix(chunk, self.module.input_transform) @ folded[0] - folded[1]
+                h = torch.as_tensor(np.asarray(h), dtype=torch.float32, device=device)
+                out = self.module.embed(h, k)
+            else:
+                chunk = chunk.toarray() if sparse.issparse(chunk) else np.asarray(chunk)
+                x = torch.as_tensor(chunk, dtype=torch.float32, device=device)
+                out = self.module.inference(x, modality=modality)
+            z[start : start + chunk.shape[0]] = out["z"].cpu()
         if normalize:
-            z = torch.nn.functional.normalize(z, dim=1)
+            _normalize_rows_(z)
         return z.numpy()
 
     def predict(
@@ -447,3 +464,8 @@ class SCJOINT(MultiModalModelBase):
     def _obs_names(self, modality: str) -> pd.Index:
         source = self.sources[modality]
         return source.manager.adata.obs_names[source.indices]
+
+
+def _normalize_rows_(z: torch.Tensor) -> torch.Tensor:
+    """L2-normalise the rows of ``z`` in place."""
+    return z.div_(torch.linalg.vector_norm(z, dim=1, keepdim=True).clamp_min_(1e-12))

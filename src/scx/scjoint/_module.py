@@ -30,10 +30,13 @@ def transform_matrix(X, input_transform: InputTransform):
     if input_transform == "none":
         return X
     if sparse.issparse(X):
-        X = sparse.csr_matrix(X, dtype=np.float32, copy=True)
-        X.data = (X.data > 0) if input_transform == "binary" else np.log1p(np.maximum(X.data, 0))
-        X.data = X.data.astype(np.float32)
-        return X
+        X = X.tocsr()
+        if input_transform == "binary":
+            data = (X.data > 0).astype(np.float32)
+        else:
+            data = np.log1p(np.maximum(X.data, 0), dtype=np.float32)
+        # new values, shared index arrays: no copy of the sparsity pattern
+        return sparse.csr_matrix((data, X.indices, X.indptr), shape=X.shape)
     X = np.asarray(X, dtype=np.float32)
     return (X > 0).astype(np.float32) if input_transform == "binary" else np.log1p(X.clip(0))
 
@@ -221,10 +224,28 @@ class SCJOINTModule(BaseModuleClass):
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         """Input transform applied to every mini-batch."""
         if self.input_transform == "binary":
-            return (x > 0).to(x.dtype)
+            # sign is several times cheaper than a comparison plus cast on dense batches
+            return torch.sign(x).clamp_(min=0)
         if self.input_transform == "log1p":
             return torch.log1p(x.clamp_min(0))
         return x
+
+    def folded_projection(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(W, b)`` with ``standardise_k(h) @ loadings == h @ W - b`` for modality ``k``.
+
+        Folding the per-modality standardisation into the loadings avoids centring (and thus
+        densifying) the input: a sparse chunk is projected with one sparse matrix product.
+        """
+        weight = self.input_loadings / self.input_scale[k][:, None]
+        offset = (self.input_mean[k] / self.input_scale[k]) @ self.input_loadings
+        return weight, offset
+
+    def embed(self, h: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
+        """Encoder, per-modality normalisation and classifier on projected inputs ``h``."""
+        z = self.encoder(h)
+        if self.latent_norm is not None:
+            z = self.latent_norm[k](z)
+        return {"z": z, "logits": self.classifier(z)}
 
     def _get_inference_input(self, tensors: dict[str, torch.Tensor], **kwargs) -> dict:
         return {"x": tensors[REGISTRY_KEYS.X_KEY]}
@@ -235,11 +256,9 @@ class SCJOINTModule(BaseModuleClass):
         k = self.modalities.index(modality)
         h = self.transform(x)
         if self.n_pcs is not None:
-            h = ((h - self.input_mean[k]) / self.input_scale[k]) @ self.input_loadings
-        z = self.encoder(h)
-        if self.latent_norm is not None:
-            z = self.latent_norm[k](z)
-        return {"z": z, "logits": self.classifier(z)}
+            weight, offset = self.folded_projection(k)
+            h = h @ weight - offset
+        return self.embed(h, k)
 
     def _get_generative_input(self, tensors, inference_outputs, **kwargs) -> dict:
         return {}

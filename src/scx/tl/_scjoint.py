@@ -235,10 +235,12 @@ def scjoint(
         pd.DataFrame({"label": labels.astype(str).to_numpy()}, index=rna_adata.obs_names),
     )
     atac_input = model_input(activity, activity_layer, pd.DataFrame(index=atac_adata.obs_names))
-    internal = MuData({rna: rna_input, atac: atac_input})
-
-    settings.seed = seed
-    SCJOINT.setup_mudata(internal, modalities=[rna, atac], labels_key={rna: "label"})
+    with warnings.catch_warnings():
+        # both modalities carry the same gene names by design
+        warnings.filterwarnings("ignore", message="var_names are not unique")
+        internal = MuData({rna: rna_input, atac: atac_input})
+        settings.seed = seed
+        SCJOINT.setup_mudata(internal, modalities=[rna, atac], labels_key={rna: "label"})
     model = SCJOINT(
         internal,
         reference=rna,
