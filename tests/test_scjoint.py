@@ -207,6 +207,25 @@ def test_embed_and_predict_new_cells(trained_scjoint):
         model.get_latent_representation(new[:, :10].copy(), modality="atac")
 
 
+def test_counts_in_a_layer(tmp_path):
+    mdata, truth = make_unpaired(seed=8, n_rna=300, n_atac=300, n_genes=100)
+    for m in ("rna", "atac"):
+        mdata[m].layers["counts"] = mdata[m].X.copy()
+        mdata[m].X = mdata[m].X * 0  # .X must not be what the model reads
+    model = scx.tl.scjoint(
+        mdata, labels_key="cell_type", layer="counts", max_epochs=6, batch_size=100, **QUIET
+    )
+    scores = scx.metrics.label_transfer_accuracy(truth, mdata["atac"].obs["scjoint_label"])
+    assert scores["accuracy"] > 0.85
+    # new cells are read from the same layer
+    new = mdata["atac"][:20].copy()
+    np.testing.assert_allclose(
+        model.get_latent_representation(new, modality="atac"),
+        mdata["atac"].obsm["X_scjoint"][:20],
+        atol=1e-5,
+    )
+
+
 def test_setup_anndata_split_by_key():
     mdata, truth = make_unpaired(seed=6, n_rna=300, n_atac=300, n_genes=100)
     rna, atac = mdata["rna"].copy(), mdata["atac"].copy()

@@ -93,6 +93,9 @@ class MultiModalDataModule(pl.LightningDataModule):
         Sample cells with replacement instead of cycling through permutations.
     seed
         Seed of the train/validation split and of the samplers.
+    sampler_seed
+        Separate seed for the samplers (e.g. a new stream for a second training stage over the
+        same split); defaults to ``seed``.
     load_sparse_tensor
         Move sparse mini-batches to the device as sparse tensors and densify them there (can
         speed up host-to-GPU transfer of very sparse data).
@@ -110,6 +113,7 @@ class MultiModalDataModule(pl.LightningDataModule):
         steps_per_epoch: int | None = None,
         replacement: bool = False,
         seed: int = 0,
+        sampler_seed: int | None = None,
         load_sparse_tensor: bool = False,
         pin_memory: bool = False,
     ):
@@ -141,6 +145,7 @@ class MultiModalDataModule(pl.LightningDataModule):
         self.steps_per_epoch = steps_per_epoch
         self.replacement = replacement
         self.seed = int(seed)
+        self.sampler_seed = self.seed if sampler_seed is None else int(sampler_seed)
         self.load_sparse_tensor = load_sparse_tensor
         self.pin_memory = pin_memory
         self._split()
@@ -200,7 +205,7 @@ class MultiModalDataModule(pl.LightningDataModule):
                 replacement=self.replacement and train,
                 shuffle=train,
                 # one independent stream per modality, shared by all ranks
-                seed=self.seed * 1_000 + k + (0 if train else 500),
+                seed=self.sampler_seed * 1_000 + k + (0 if train else 500),
                 rank=rank,
                 world_size=world_size,
             )

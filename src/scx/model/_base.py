@@ -232,10 +232,6 @@ class MultiModalModelBase(BaseModelClass):
         """The registered AnnData that holds ``modality``'s cells."""
         return self.sources[modality].manager.adata
 
-    def summary_stats_of(self, modality: str):
-        """Scvi summary statistics (``n_vars``, ``n_labels``, …) of one modality's manager."""
-        return self.sources[modality].manager.summary_stats
-
     def categorical_mapping(self, modality: str, registry_key: str) -> np.ndarray:
         """Category codes → values of a registered categorical field of ``modality``."""
         manager = self.sources[modality].manager
@@ -327,7 +323,8 @@ class MultiModalModelBase(BaseModelClass):
                 f"`modality={modality!r}` is not one of the model's modalities {self.modalities}."
             )
         registered = self.var_names_of(modality)
-        layer = self.sources[modality].manager.get_state_registry(REGISTRY_KEYS.X_KEY).get("layer")
+        entry = self.sources[modality].manager.data_registry[REGISTRY_KEYS.X_KEY]
+        layer = entry["attr_key"] if entry["attr_name"] == "layers" else None
         if not isinstance(adata, AnnData) or adata.n_obs == 0:
             raise ValueError("`adata` must be a non-empty AnnData.")
         if not adata.var_names.equals(registered):

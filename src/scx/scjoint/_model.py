@@ -244,9 +244,9 @@ class SCJOINT(MultiModalModelBase):
                 validation_size=validation_size,
                 steps_per_epoch=steps_per_epoch,
                 replacement=replacement,
+                sampler_seed=stage_seed,
                 **(datamodule_kwargs or {}),
             )
-            datamodule.seed = stage_seed
             self._run_training(
                 plan,
                 datamodule,

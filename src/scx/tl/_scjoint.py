@@ -224,10 +224,15 @@ def scjoint(
         )
 
     def model_input(adata: AnnData, layer_name: str | None, obs: pd.DataFrame) -> AnnData:
+        # the matrix is shared, not copied, unless genes must be subset; it keeps its layer
+        # name so that the returned model reads new cells from the same layer
         X = v.get_matrix(adata, layer_name)
         if not adata.var_names.equals(genes):
             X = X[:, adata.var_names.get_indexer(genes)]
-        return AnnData(X=X, obs=obs, var=pd.DataFrame(index=genes))
+        var = pd.DataFrame(index=genes)
+        if layer_name is None:
+            return AnnData(X=X, obs=obs, var=var)
+        return AnnData(obs=obs, var=var, layers={layer_name: X})
 
     rna_input = model_input(
         rna_adata,
@@ -240,7 +245,12 @@ def scjoint(
         warnings.filterwarnings("ignore", message="var_names are not unique")
         internal = MuData({rna: rna_input, atac: atac_input})
         settings.seed = seed
-        SCJOINT.setup_mudata(internal, modalities=[rna, atac], labels_key={rna: "label"})
+        SCJOINT.setup_mudata(
+            internal,
+            modalities=[rna, atac],
+            layer={rna: layers.get(rna), atac: activity_layer},
+            labels_key={rna: "label"},
+        )
     model = SCJOINT(
         internal,
         reference=rna,
