@@ -14,7 +14,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed:
 	python3 -m venv $(VENV) && . $(VENV)/bin/activate && \
 	pip install torch==2.13.0 && \
-	pip install -e ".[test]"
+	pip install -e ".[test,bench]"
 	touch $@
 
 demo: install

@@ -140,6 +140,23 @@ def test_scjoint_from_peaks_with_annotation():
     assert scores["accuracy"] > 0.85
 
 
+def test_paired_mudata_aligns_the_same_cells():
+    mdata = scx.datasets.synthetic_multiome(
+        n_rna=400, n_atac=400, n_genes=150, n_types=4, paired=True, seed=9
+    )
+    mdata["atac"].obs = mdata["atac"].obs.drop(columns="cell_type")
+    with pytest.warns(UserWarning, match="share cells"):
+        scx.tl.scjoint(mdata, labels_key="cell_type", max_epochs=6, batch_size=100, **QUIET)
+    assert "X_scjoint" not in mdata.obsm  # one global row per cell would be ambiguous
+    assert "scjoint_label" not in mdata.obs
+    z_rna, z_atac = mdata["rna"].obsm["X_scjoint"], mdata["atac"].obsm["X_scjoint"]
+    # cells of the same type are close across modalities: FOSCTTM far below random (0.5)
+    assert scx.metrics.foscttm(z_rna, z_atac) < 0.3
+    truth = mdata["rna"].obs["cell_type"].astype(str)
+    predicted = mdata["atac"].obs["scjoint_label"].astype(str)
+    assert (truth.to_numpy() == predicted.to_numpy()).mean() > 0.9
+
+
 def test_reference_settings_also_learn():
     mdata, truth = make_unpaired(seed=2)
     model = scx.tl.scjoint(

@@ -83,19 +83,24 @@ def _column_moments(X, chunk_rows: int = 65_536) -> tuple[np.ndarray, np.ndarray
 def _randomized_svd(
     operator: LinearOperator, k: int, rng: np.random.Generator, n_iter: int, n_oversamples: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` singular values and right vectors by randomised subspace iteration.
+    """Top-``k`` singular values and right singular vectors by randomised subspace iteration.
 
-    Halko, Martinsson & Tropp (2011), with QR re-orthonormalisation after every pass. Each pass
-    reads the data once for a block of ``k + n_oversamples`` vectors, far fewer passes than
-    ARPACK's one-vector Lanczos iterations on large sparse inputs.
+    Halko, Martinsson & Tropp (2011): a block of ``k + n_oversamples`` vectors is iterated with
+    ``AᵀA`` and re-orthonormalised in feature space, then the small Gram matrix of ``AW`` gives
+    the singular pairs. Each iteration reads the data twice for the whole block (ARPACK's
+    Lanczos needs a pass per vector), and only one cells × block matrix exists at a time, so the
+    memory on top of the data is ``n_cells × (k + n_oversamples)`` floats.
     """
     width = min(k + n_oversamples, min(operator.shape))
-    q, _ = np.linalg.qr(operator.matmat(rng.standard_normal((operator.shape[1], width))))
+    w, _ = np.linalg.qr(rng.standard_normal((operator.shape[1], width)))
     for _ in range(n_iter):
-        w, _ = np.linalg.qr(operator.rmatmat(q))
-        q, _ = np.linalg.qr(operator.matmat(w))
-    _, singular, vt = np.linalg.svd(operator.rmatmat(q).T, full_matrices=False)
-    return singular[:k], vt[:k]
+        w, _ = np.linalg.qr(operator.rmatmat(operator.matmat(w)))
+    projected = operator.matmat(w)
+    eigenvalues, eigenvectors = np.linalg.eigh(projected.T @ projected)
+    del projected
+    order = np.argsort(eigenvalues)[::-1][:k]
+    singular = np.sqrt(np.maximum(eigenvalues[order], 0.0))
+    return singular, (w @ eigenvectors[:, order]).T
 
 
 def fit_shared_pca(
