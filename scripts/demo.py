@@ -146,9 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     mdata.obs["modality"] = modality_column(mdata)
-    # exact neighbours (deterministic, fast at this size); scanpy 1.11's default approximate
-    # search for >= 8,192 cells fails with pynndescent >= 0.7, which returns sparse arrays
-    sc.pp.neighbors(mdata, use_rep="X_scjoint", transformer="sklearn", random_state=args.seed)
+    sc.pp.neighbors(mdata, use_rep="X_scjoint", random_state=args.seed)
     sc.tl.umap(mdata, random_state=args.seed)
     umap_png = out / "scjoint_umap.png"
     axes = sc.pl.umap(mdata, color=["modality", "scjoint_label"], show=False)

@@ -108,12 +108,14 @@ nearest RNA cells that carry it. They chain straight into scanpy.""",
     ),
     (
         "code",
-        """mdata.obs["modality"] = pd.Categorical(np.where(mdata.obsm["rna"], "RNA", "ATAC"))
-mdata.obs["cell_type"] = pd.Series(dtype="category")
-mdata.obs.loc[mdata["rna"].obs_names, "cell_type"] = mdata["rna"].obs["cell_type"].astype(str)
+        """in_rna = np.ravel(mdata.obsm["rna"])
+mdata.obs["modality"] = pd.Categorical(np.where(in_rna, "RNA", "ATAC"))
+rna_labels = mdata["rna"].obs["cell_type"].astype(str)
+mdata.obs["cell_type"] = pd.Categorical(rna_labels.reindex(mdata.obs_names))  # NaN for ATAC
 sc.pp.neighbors(mdata, use_rep="X_scjoint")
 sc.tl.umap(mdata)
-sc.pl.umap(mdata, color=["modality", "cell_type", "scjoint_label", "scjoint_confidence"], ncols=2)""",
+sc.pl.umap(mdata, color=["modality", "cell_type", "scjoint_label", "scjoint_confidence"], ncols=2,
+           wspace=0.5)""",
     ),
     ("md", "## How good are the transferred labels?\n\nWe score against the hidden ATAC labels."),
     (
@@ -124,8 +126,9 @@ scores""",
     ),
     (
         "code",
-        """confusion = pd.crosstab(hidden_labels.rename("true"), predicted.astype(str).rename("predicted"),
-                        normalize="index")
+        """confusion = pd.crosstab(
+    hidden_labels.rename("true"), predicted.astype(str).rename("predicted"), normalize="index"
+)
 fig, ax = plt.subplots(figsize=(7, 6))
 im = ax.imshow(confusion.to_numpy(), cmap="Blues", vmin=0, vmax=1)
 ax.set_xticks(range(confusion.shape[1]), confusion.columns, rotation=90)
@@ -217,7 +220,8 @@ with warnings.catch_warnings():
 fx, fy = scx.metrics.foscttm(full["rna"].obsm["X_scjoint"], full["atac"].obsm["X_scjoint"],
                              per_cell=True)
 print(f"FOSCTTM: RNA → ATAC {fx.mean():.3f}, ATAC → RNA {fy.mean():.3f}")
-pd.Series((fx + fy) / 2, index=mop.obs["cell_type"].astype(str)).groupby(level=0).mean().sort_values()""",
+per_type = pd.Series((fx + fy) / 2, index=mop.obs["cell_type"].astype(str)).groupby(level=0)
+per_type.mean().sort_values()""",
     ),
     (
         "md",
@@ -232,8 +236,8 @@ genes) are embedded and labelled with `predict`.""",
         """import tempfile
 
 with tempfile.TemporaryDirectory() as tmp:
-    model.save(tmp, save_anndata=True)
-    reloaded = scx.model.SCJOINT.load(tmp)
+    model.save(f"{tmp}/scjoint_mop", save_anndata=True)
+    reloaded = scx.model.SCJOINT.load(f"{tmp}/scjoint_mop")
 
 new_cells = activity[:200, reloaded.adata["atac"].var_names].copy()
 reloaded.predict(new_cells, modality="atac", min_confidence=0.5).head()""",
@@ -259,7 +263,9 @@ def main() -> None:
     if args.execute:
         from nbclient import NotebookClient
 
-        NotebookClient(notebook, timeout=1800, resources={"metadata": {"path": str(HERE)}}).execute()
+        NotebookClient(
+            notebook, timeout=1800, resources={"metadata": {"path": str(HERE)}}
+        ).execute()
     nbf.write(notebook, HERE / "scjoint_mop.ipynb")
 
 
