@@ -180,6 +180,20 @@ def test_centres_learned_or_fixed():
         assert moved is learn
 
 
+def test_validation_losses_in_history():
+    mdata, _ = make_unpaired(seed=10, n_rna=300, n_atac=300, n_genes=100)
+    model = scx.tl.scjoint(
+        mdata, labels_key="cell_type", max_epochs=3, batch_size=64, train_size=0.8, **QUIET
+    )
+    for key in ("loss_validation", "cosine_validation", "center_validation"):
+        assert key in model.history
+    assert len(model.history["loss_validation"]) == 6  # both stages
+    assert np.isfinite(model.history["loss_validation"].to_numpy(dtype=float)).all()
+    # every cell is still embedded and labelled, not only the training cells
+    assert np.isfinite(mdata.obsm["X_scjoint"]).all()
+    assert mdata["atac"].obs["scjoint_label"].notna().all()
+
+
 def test_deterministic_with_seed():
     runs = []
     for _ in range(2):
