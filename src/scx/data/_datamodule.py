@@ -24,11 +24,14 @@ class ModalitySource:
 
     A MuData modality uses all rows of its own AnnData; a single AnnData split by a key
     (several datasets over the same genes) gives one source per category, all sharing one
-    manager.
+    manager. ``features`` optionally replaces the registered input (``X``) by an array with one
+    row per row of the AnnData, e.g. cells already mapped into another dataset's space by an
+    earlier training stage.
     """
 
     manager: AnnDataManager
     indices: np.ndarray
+    features: np.ndarray | None = None
 
     @property
     def n_obs(self) -> int:
@@ -43,14 +46,22 @@ class _IndexedDataset(Dataset):
     scJoint's stage-3 pseudo-labels.
     """
 
-    def __init__(self, manager: AnnDataManager, load_sparse_tensor: bool):
-        self.dataset = manager.create_torch_dataset(load_sparse_tensor=load_sparse_tensor)
+    def __init__(self, source: ModalitySource, load_sparse_tensor: bool):
+        keys = list(source.manager.data_registry)
+        if source.features is not None:
+            keys.remove(REGISTRY_KEYS.X_KEY)  # never read the input that is replaced
+        self.dataset = source.manager.create_torch_dataset(
+            data_and_attributes=keys, load_sparse_tensor=load_sparse_tensor
+        )
+        self.features = source.features
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, indices: np.ndarray) -> dict:
-        batch = self.dataset[indices]
+        batch = self.dataset[indices] if self.dataset.keys_and_dtypes else {}
+        if self.features is not None:
+            batch[REGISTRY_KEYS.X_KEY] = np.asarray(self.features[indices], dtype=np.float32)
         batch[REGISTRY_KEYS.INDICES_KEY] = np.asarray(indices, dtype=np.int64)[:, None]
         return batch
 
@@ -210,7 +221,7 @@ class MultiModalDataModule(pl.LightningDataModule):
                 world_size=world_size,
             )
             loaders[name] = DataLoader(
-                _IndexedDataset(source.manager, self.load_sparse_tensor),
+                _IndexedDataset(source, self.load_sparse_tensor),
                 sampler=sampler,
                 batch_size=None,
                 num_workers=settings.dl_num_workers,

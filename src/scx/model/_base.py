@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from anndata import AnnData
 from mudata import MuData
@@ -28,11 +29,11 @@ from scipy import sparse
 from scvi import REGISTRY_KEYS, settings
 from scvi.data import AnnDataManager
 from scvi.data._manager import AnnDataManagerValidationCheck
-from scvi.data.fields import CategoricalObsField, LayerField
+from scvi.data.fields import CategoricalObsField, LayerField, ObsmField
 from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 
-from scx._validation import get_matrix
+from scx._validation import check_rep, get_matrix
 from scx.data import ModalitySource, MultiModalDataModule
 
 logger = logging.getLogger(__name__)
@@ -69,11 +70,26 @@ class MultiModalModelBase(BaseModelClass):
     # ------------------------------------------------------------------ registration
     @classmethod
     def _modality_fields(
-        cls, modality: str, layer: str | None, labels_key: str | None, batch_key: str | None
+        cls,
+        modality: str,
+        layer: str | None,
+        labels_key: str | None,
+        batch_key: str | None,
+        use_rep: str | None = None,
     ) -> list:
         """Fields registered for every modality; extend in subclasses."""
+        if use_rep is not None and layer is not None:
+            raise ValueError(
+                f"Modality {modality!r}: pass either `layer` ({layer!r}) or `use_rep` "
+                f"({use_rep!r}) as the input, not both."
+            )
+        x_field = (
+            ObsmField(REGISTRY_KEYS.X_KEY, use_rep)
+            if use_rep is not None
+            else LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False)
+        )
         return [
-            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
+            x_field,
             CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
             CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, labels_key),
         ]
@@ -86,6 +102,7 @@ class MultiModalModelBase(BaseModelClass):
         layer: str | dict[str, str | None] | None = None,
         labels_key: str | dict[str, str | None] | None = None,
         batch_key: str | dict[str, str | None] | None = None,
+        use_rep: str | dict[str, str | None] | None = None,
         **kwargs,
     ) -> None:
         """Register an unpaired (or paired) MuData, one manager per modality.
@@ -104,6 +121,9 @@ class MultiModalModelBase(BaseModelClass):
             unlabelled modalities).
         batch_key
             ``.obs`` column with batches, once for all or per modality.
+        use_rep
+            ``.obsm`` key of an embedding to use as the input instead of a layer (e.g.
+            ``"X_pca"`` or an scvi-tools latent such as ``"X_scVI"``), once or per modality.
         **kwargs
             Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
         """
@@ -123,10 +143,11 @@ class MultiModalModelBase(BaseModelClass):
         layers = _per_modality(layer, modalities, "layer")
         labels = _per_modality(labels_key, modalities, "labels_key")
         batches = _per_modality(batch_key, modalities, "batch_key")
+        reps = _per_modality(use_rep, modalities, "use_rep")
         source_registries = _LOADING_MODALITY_REGISTRIES.get() or {}
         for m in modalities:
             manager = AnnDataManager(
-                fields=cls._modality_fields(m, layers[m], labels[m], batches[m]),
+                fields=cls._modality_fields(m, layers[m], labels[m], batches[m], reps[m]),
                 setup_method_args=setup_method_args,
             )
             manager.register_fields(mdata.mod[m], source_registry=source_registries.get(m))
@@ -147,6 +168,7 @@ class MultiModalModelBase(BaseModelClass):
         layer: str | None = None,
         labels_key: str | None = None,
         batch_key: str | None = None,
+        use_rep: str | None = None,
         **kwargs,
     ) -> None:
         """Register one AnnData whose cells are split into modalities by an ``.obs`` column.
@@ -166,6 +188,8 @@ class MultiModalModelBase(BaseModelClass):
             ``.obs`` column with labels.
         batch_key
             ``.obs`` column with batches inside a dataset.
+        use_rep
+            ``.obsm`` key of an embedding to use as the input instead of a layer.
         **kwargs
             Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
         """
@@ -176,7 +200,7 @@ class MultiModalModelBase(BaseModelClass):
                 f"{list(adata.obs.columns)}."
             )
         fields = [
-            *cls._modality_fields(modality_key, layer, labels_key, batch_key),
+            *cls._modality_fields(modality_key, layer, labels_key, batch_key, use_rep),
             CategoricalObsField(MODALITY_KEY, modality_key),
         ]
         manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
@@ -247,6 +271,22 @@ class MultiModalModelBase(BaseModelClass):
         values = source.manager.get_from_registry(registry_key)
         values = np.asarray(values.toarray() if sparse.issparse(values) else values)
         return values[source.indices]
+
+    @staticmethod
+    def _concat_history(first: dict | None, second: dict | None) -> dict:
+        """Append ``second``'s epochs after ``first``'s, key by key (multi-stage training)."""
+        if not first:
+            return dict(second or {})
+        if not second:
+            return dict(first)
+        offset = max(len(df) for df in first.values())
+        merged = dict(first)
+        for key, df in second.items():
+            df = df.copy()
+            df.index = np.arange(offset, offset + len(df))
+            df.index.name = "epoch"
+            merged[key] = pd.concat([first[key], df]) if key in first else df
+        return merged
 
     def _make_datamodule(
         self,
@@ -322,11 +362,20 @@ class MultiModalModelBase(BaseModelClass):
             raise ValueError(
                 f"`modality={modality!r}` is not one of the model's modalities {self.modalities}."
             )
-        registered = self.var_names_of(modality)
         entry = self.sources[modality].manager.data_registry[REGISTRY_KEYS.X_KEY]
-        layer = entry["attr_key"] if entry["attr_name"] == "layers" else None
         if not isinstance(adata, AnnData) or adata.n_obs == 0:
             raise ValueError("`adata` must be a non-empty AnnData.")
+        if entry["attr_name"] == "obsm":
+            rep = check_rep(adata, entry["attr_key"], argname="adata.obsm key")
+            n_dims = self.modality_adata(modality).obsm[entry["attr_key"]].shape[1]
+            if rep.shape[1] != n_dims:
+                raise ValueError(
+                    f"`adata.obsm[{entry['attr_key']!r}]` has {rep.shape[1]} dimensions; the "
+                    f"model was trained on {n_dims}."
+                )
+            return rep
+        registered = self.var_names_of(modality)
+        layer = entry["attr_key"] if entry["attr_name"] == "layers" else None
         if not adata.var_names.equals(registered):
             missing = registered.difference(adata.var_names)
             if len(missing):

@@ -301,22 +301,6 @@ class SCJOINT(MultiModalModelBase):
             100 * fitted.variance_ratio.sum(),
         )
 
-    @staticmethod
-    def _concat_history(first: dict | None, second: dict | None) -> dict:
-        """Append ``second``'s epochs after ``first``'s, key by key."""
-        if not first:
-            return dict(second or {})
-        if not second:
-            return dict(first)
-        offset = max(len(df) for df in first.values())
-        merged = dict(first)
-        for key, df in second.items():
-            df = df.copy()
-            df.index = np.arange(offset, offset + len(df))
-            df.index.name = "epoch"
-            merged[key] = pd.concat([first[key], df]) if key in first else df
-        return merged
-
     def _pseudo_labels(self, n_neighbors: int, min_confidence: float) -> dict[str, np.ndarray]:
         """Stage 2: kNN label codes for every query cell, indexed by AnnData row."""
         reference = self.get_latent_representation(modality=self.reference)

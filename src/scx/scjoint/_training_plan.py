@@ -9,12 +9,14 @@ import torch
 from scvi import REGISTRY_KEYS
 from scvi.train import TrainingPlan
 
+from scx.train import EpochMeanLoggingMixin
+
 from ._module import SCJOINTModule
 
 logger = logging.getLogger(__name__)
 
 
-class SCJOINTTrainingPlan(TrainingPlan):
+class SCJOINTTrainingPlan(EpochMeanLoggingMixin, TrainingPlan):
     """SGD training of stage 1 (no pseudo-labels) or stage 3 (with pseudo-labels).
 
     One optimiser covers encoder, classifier and (learned) centres: the reference's two SGD
@@ -66,7 +68,6 @@ class SCJOINTTrainingPlan(TrainingPlan):
             self.register_buffer(name, torch.as_tensor(codes, dtype=torch.long), persistent=False)
             self._pseudo_buffers[modality] = name
         self._n_skipped = 0
-        self._epoch_sums: dict[str, tuple] = {}
         if isinstance(module.centers, torch.nn.Parameter):
             # centres only enter the stage-3 loss; a parameter without gradient in stage 1
             # would stall distributed data parallel's gradient reduction
@@ -86,38 +87,9 @@ class SCJOINTTrainingPlan(TrainingPlan):
             }
         return self.module.loss(outputs, labels, reference=self.reference, pseudo_labels=pseudo)
 
-    def _accumulate(self, loss_output, split: str) -> None:
-        """Add a step's loss terms (weighted by cells) to the epoch's running sums.
-
-        Logging every term at every step costs as much as a fifth of a step; the epoch means
-        are logged once in the epoch-end hooks instead.
-        """
-        n = loss_output.n_obs_minibatch
-        values = torch.stack([v.float() for v in loss_output.extra_metrics.values()]) * n
-        _, total, count = self._epoch_sums.get(split, (None, 0.0, 0))
-        self._epoch_sums[split] = (list(loss_output.extra_metrics), total + values, count + n)
-
-    def _log_epoch(self, split: str) -> None:
-        if split not in self._epoch_sums:
-            return
-        names, total, count = self._epoch_sums.pop(split)
-        metrics = {f"{name}_{split}": value for name, value in zip(names, total / count)}
-        if split == "train":
-            metrics["stage"] = float(self.stage)
-        sync = self.trainer is not None and self.trainer.world_size > 1
-        self.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=sync)
-
-    def on_train_epoch_start(self) -> None:
-        """Reset the running sums of the loss terms."""
-        self._epoch_sums = {}
-
-    def on_train_epoch_end(self) -> None:
-        """Log the epoch means of the training loss terms."""
-        self._log_epoch("train")
-
-    def on_validation_epoch_end(self) -> None:
-        """Log the epoch means of the validation loss terms."""
-        self._log_epoch("validation")
+    def epoch_extras(self) -> dict[str, float]:
+        """The stage (1 or 3) of every epoch, so that histories of both stages can be told apart."""
+        return {"stage": float(self.stage)}
 
     def training_step(self, batch, batch_idx):
         """One SGD step on a batch of every modality."""
@@ -133,12 +105,13 @@ class SCJOINTTrainingPlan(TrainingPlan):
                 self._n_skipped,
             )
             return None
-        self._accumulate(loss_output, "train")
+        self.accumulate(loss_output.extra_metrics, loss_output.n_obs_minibatch, "train")
         return loss_output.loss
 
     def validation_step(self, batch, batch_idx):
         """Validation losses on held-out cells."""
-        self._accumulate(self._step(batch), "validation")
+        loss_output = self._step(batch)
+        self.accumulate(loss_output.extra_metrics, loss_output.n_obs_minibatch, "validation")
 
     def configure_optimizers(self):
         """SGD with step learning-rate decay."""
