@@ -210,3 +210,82 @@ def synthetic_multiome(
             f"`atac_features` must be 'gene_activity' or 'peaks', got {atac_features!r}."
         )
     return MuData({"rna": rna, "atac": atac})
+
+
+def synthetic_batches(
+    n_cells: int = 600,
+    n_genes: int = 300,
+    n_types: int = 5,
+    n_batches: int = 2,
+    *,
+    depth: float = 500.0,
+    marker_fraction: float = 0.1,
+    marker_fold: float = 2.5,
+    batch_effect: float = 0.5,
+    interaction_effect: float = 1.5,
+    interaction_fraction: float = 0.1,
+    missing_types: dict[int, list[int]] | None = None,
+    seed: int = 0,
+) -> AnnData:
+    """Cells of several batches with planted cell types and batch effects, as raw counts.
+
+    Each batch multiplies every gene by its own random factor (``batch_effect``, the standard
+    deviation of the log factor), and shifts a random ``interaction_fraction`` of the genes by
+    ``±interaction_effect`` (log scale) differently in each cell type, like a stimulation that
+    acts per cell type. The second part survives per-batch standardisation and is what
+    integration methods must remove. Batches also differ in their type proportions.
+
+    Parameters
+    ----------
+    n_cells
+        Cells per batch.
+    n_genes, n_types, n_batches
+        Genes, planted cell types and batches.
+    depth
+        Mean counts per cell.
+    marker_fraction, marker_fold
+        Fraction of genes that mark each type, and their log fold change.
+    batch_effect, interaction_effect, interaction_fraction
+        Sizes of the batch effects (see above).
+    missing_types
+        ``{batch: [types]}`` left out of a batch (batch-specific populations).
+    seed
+        Random seed.
+
+    Returns
+    -------
+    AnnData with counts in ``X`` and ``obs["batch"]`` (``batch0``, …), ``obs["cell_type"]``.
+    """
+    rng = np.random.default_rng(seed)
+    n_markers = max(1, int(marker_fraction * n_genes))
+    profiles = _type_profiles(rng, n_types, n_genes, n_markers, marker_fold)
+    type_names = np.array([f"type{t}" for t in range(n_types)])
+    batch_names = np.array([f"batch{b}" for b in range(n_batches)])
+    n_interaction = max(1, int(interaction_fraction * n_genes))
+    log_profiles, types, batches = [], [], []
+    for b in range(n_batches):
+        shifted = profiles + rng.normal(0.0, batch_effect, size=n_genes)[None, :]
+        if b > 0:
+            for t in range(n_types):
+                genes = rng.choice(n_genes, size=n_interaction, replace=False)
+                shifted[t, genes] += rng.choice([-1.0, 1.0], size=n_interaction) * (
+                    interaction_effect
+                )
+        log_profiles.append(shifted)
+        weights = rng.dirichlet(np.full(n_types, 5.0))
+        for t in (missing_types or {}).get(b, []):
+            weights[t] = 0.0
+        weights /= weights.sum()
+        types.append(rng.choice(n_types, size=n_cells, p=weights))
+        batches.append(np.full(n_cells, b))
+    types, batches = np.concatenate(types), np.concatenate(batches)
+    # one profile per (batch, type)
+    X = _sample_counts(rng, np.concatenate(log_profiles), batches * n_types + types, depth)
+    obs = pd.DataFrame(
+        {
+            "batch": pd.Categorical(batch_names[batches], categories=batch_names),
+            "cell_type": pd.Categorical(type_names[types], categories=type_names),
+        },
+        index=[f"cell{i}" for i in range(types.size)],
+    )
+    return AnnData(X=X, obs=obs, var=pd.DataFrame(index=[f"gene{i}" for i in range(n_genes)]))

@@ -1,7 +1,8 @@
 """scvi-tools model classes of every method."""
 
+from scx.portal import PORTAL
 from scx.scjoint import SCJOINT
 
 from ._base import MultiModalModelBase
 
-__all__ = ["SCJOINT", "MultiModalModelBase"]
+__all__ = ["PORTAL", "SCJOINT", "MultiModalModelBase"]

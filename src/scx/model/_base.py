@@ -296,10 +296,11 @@ class MultiModalModelBase(BaseModelClass):
         validation_size: float | None = None,
         steps_per_epoch: int | None = None,
         replacement: bool = False,
+        sources: dict[str, ModalitySource] | None = None,
         **kwargs,
     ) -> MultiModalDataModule:
         return MultiModalDataModule(
-            self.sources,
+            self.sources if sources is None else sources,
             batch_size=batch_size,
             train_size=train_size,
             validation_size=validation_size,

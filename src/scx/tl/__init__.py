@@ -1,6 +1,7 @@
 """Tools: run a method on a MuData/AnnData and write its results muon-style."""
 
+from ._portal import portal
 from ._scjoint import scjoint
 from ._transfer import transfer_labels
 
-__all__ = ["scjoint", "transfer_labels"]
+__all__ = ["portal", "scjoint", "transfer_labels"]

@@ -1,0 +1,309 @@
+"""Portal: planted batch effects removed, types kept apart, save/load, several batches, errors."""
+
+import anndata as ad
+import mudata
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import scx
+from conftest import QUIET, assert_unchanged, snapshot
+from scx._neighbors import knn
+from scx.portal import PORTAL
+from scx.portal._module import PORTALModule
+
+#: Small networks and few steps keep the tests fast; the planted structure is easy.
+FAST = {"n_hidden": 128, "max_steps": 400, "batch_size": 200, **QUIET}
+
+
+def batch_mixing(z: np.ndarray, batches: np.ndarray, k: int = 20) -> float:
+    """Mean fraction of a cell's neighbours from other batches, over its expected fraction."""
+    index, _ = knn(z, z, k + 1)
+    other = (batches[index[:, 1:]] != batches[:, None]).mean(axis=1)
+    expected = 1 - pd.Series(batches).map(pd.Series(batches).value_counts(normalize=True))
+    return float(other.mean() / expected.mean())
+
+
+def type_purity(z: np.ndarray, types: np.ndarray, k: int = 20) -> float:
+    """Mean fraction of a cell's neighbours of its own type."""
+    index, _ = knn(z, z, k + 1)
+    return float((types[index[:, 1:]] == types[:, None]).mean())
+
+
+def unintegrated(adata: ad.AnnData) -> np.ndarray:
+    """Portal's joint PCA without integration, rows in the order of ``adata``."""
+    batches = adata.obs["batch"].astype(str).to_numpy()
+    names = list(pd.unique(batches))
+    pca = scx.pp.joint_pca({b: adata[batches == b] for b in names})
+    out = np.empty((adata.n_obs, 30), dtype=np.float32)
+    for b in names:
+        out[batches == b] = pca.embeddings[b]
+    return out
+
+
+@pytest.fixture(scope="session")
+def two_batches():
+    """One Portal run on two generated batches, shared by the read-only tests."""
+    adata = scx.datasets.synthetic_batches(n_cells=600, n_types=4, seed=0)
+    model = scx.tl.portal(adata, batch_key="batch", **FAST)
+    return adata, model
+
+
+def test_synthetic_batches_have_a_batch_effect():
+    adata = scx.datasets.synthetic_batches(n_cells=600, n_types=4, seed=0)
+    pcs = unintegrated(adata)
+    batches = adata.obs["batch"].to_numpy()
+    assert batch_mixing(pcs, batches) < 0.3
+    assert type_purity(pcs, adata.obs["cell_type"].to_numpy()) > 0.9
+
+
+def test_portal_removes_planted_batch_effect(two_batches):
+    adata, _ = two_batches
+    batches = adata.obs["batch"].to_numpy()
+    types = adata.obs["cell_type"].to_numpy()
+    before = batch_mixing(unintegrated(adata), batches)
+    z = adata.obsm["X_portal"]
+    assert z.shape == (adata.n_obs, 20) and np.isfinite(z).all()
+    after = batch_mixing(z, batches)
+    assert after > 0.6 and after > before + 0.4, (before, after)
+    assert type_purity(z, types) > 0.9
+    # labels of batch0 transfer to batch1 through the joint latent
+    scx.tl.transfer_labels(adata, "cell_type", use_rep="X_portal", reference=("batch", "batch0"))
+    query = batches == "batch1"
+    accuracy = np.mean(adata.obs["transfer_label"].astype(str)[query] == types[query])
+    assert accuracy > 0.9
+
+
+def test_portal_outputs(two_batches):
+    adata, model = two_batches
+    scores = adata.obs["portal_boundary_score"].to_numpy()
+    reference = adata.obs["batch"].to_numpy() == "batch0"
+    assert np.isnan(scores[reference]).all()
+    assert np.isfinite(scores[~reference]).all() and (np.abs(scores[~reference]) <= 5).all()
+    params = adata.uns["portal"]["params"]
+    assert params["datasets"] == ["batch0", "batch1"] and params["max_steps"] == 400
+    assert params["lambda_cos"] == [20.0] and params["boundary"] == 5.0
+    history = model.history
+    assert {"gan_train", "ae_train", "la_train", "cos_train", "discriminator_train"} <= set(history)
+    # the reconstruction and cosine terms were learned
+    assert history["ae_train"].iloc[-1, 0] < 0.5 * history["ae_train"].iloc[0, 0]
+    assert history["cos_train"].iloc[-1, 0] < history["cos_train"].iloc[0, 0]
+
+
+def test_translation_into_another_batch(two_batches):
+    adata, model = two_batches
+    types = adata.obs["cell_type"].astype(str).to_numpy()
+    batches = adata.obs["batch"].to_numpy()
+    translated = model.get_translated("batch1", "batch0")
+    assert translated.shape == ((batches == "batch1").sum(), 30)
+    assert np.array_equal(model.get_translated("batch0", "batch0"), model._inputs(slice(0, 600)))
+    expression = model.get_translated_expression("batch1", "batch0")
+    assert list(expression.index) == list(adata.obs_names[batches == "batch1"])
+    # batch1 cells translated into batch0 expression look like batch0 cells of their own type
+    real = scx.pp.log_normalize(adata[batches == "batch0"].X).toarray()
+    real = (real - real.mean(0)) / real.std(0).clip(1e-8)
+    means_real = pd.DataFrame(real).groupby(types[batches == "batch0"]).mean()
+    target = model.expression_transform_
+    k = target["datasets"].index("batch0")
+    standardised = (expression.to_numpy() - target["means"][k]) / target["scales"][k]
+    means_translated = pd.DataFrame(standardised).groupby(types[batches == "batch1"]).mean()
+    genes = adata.var_names.get_indexer(expression.columns)
+    corr = np.corrcoef(means_translated.to_numpy(), means_real.to_numpy()[:, genes])[:4, 4:]
+    assert (corr.argmax(axis=1) == np.arange(4)).all()
+    assert np.diag(corr).min() > 0.5
+
+
+def test_save_load_keeps_discriminators(two_batches, tmp_path):
+    _, model = two_batches
+    model.save(tmp_path / "portal", save_anndata=True)
+    loaded = PORTAL.load(tmp_path / "portal")
+    original, restored = model.module.state_dict(), loaded.module.state_dict()
+    discriminator_keys = [k for k in original if k.startswith("discriminators.")]
+    assert discriminator_keys and set(original) == set(restored)
+    for key in original:
+        torch.testing.assert_close(original[key], restored[key])
+    np.testing.assert_allclose(
+        loaded.get_latent_representation(), model.get_latent_representation(), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        loaded.get_boundary_scores(), model.get_boundary_scores(), atol=1e-6, equal_nan=True
+    )
+    assert loaded.domains_ == model.domains_
+
+
+def test_three_batches_incremental_into_the_reference():
+    adata = scx.datasets.synthetic_batches(n_cells=500, n_types=4, n_batches=3, seed=2)
+    model = scx.tl.portal(
+        adata, batch_key="batch", reference="batch1", order=["batch2", "batch0"], **FAST
+    )
+    assert model.domains_ == ["batch1", "batch2", "batch0"]
+    assert model.module.n_stages == 2
+    assert set(model.history["stage"].iloc[:, 0]) == {1.0, 2.0}
+    batches = adata.obs["batch"].to_numpy()
+    types = adata.obs["cell_type"].to_numpy()
+    z = adata.obsm["X_portal"]
+    pcs = unintegrated(adata)
+    for a, b in [("batch0", "batch1"), ("batch1", "batch2"), ("batch0", "batch2")]:
+        pair = np.isin(batches, [a, b])
+        before, after = batch_mixing(pcs[pair], batches[pair]), batch_mixing(z[pair], batches[pair])
+        assert after > 0.4 and after > before + 0.2, (a, b, before, after)
+    assert type_purity(z, types) > 0.85
+    scores = adata.obs["portal_boundary_score"].to_numpy()
+    assert np.isnan(scores[batches == "batch1"]).all()
+    assert np.isfinite(scores[batches != "batch1"]).all()
+    # every non-reference dataset is translated into the reference space
+    space = model.get_reference_space()
+    assert space.shape == (adata.n_obs, 30)
+    reference_rows = model.sources["batch1"].indices
+    assert np.array_equal(space[reference_rows], model._inputs(reference_rows))
+
+
+def test_batch_specific_type_is_not_forced_onto_another():
+    """A type missing from batch1 keeps its own neighbourhood (the boundary at work)."""
+    adata = scx.datasets.synthetic_batches(n_cells=600, n_types=4, missing_types={1: [0]}, seed=3)
+    model = scx.tl.portal(adata, batch_key="batch", **FAST)
+    z = adata.obsm["X_portal"]
+    batches = adata.obs["batch"].to_numpy()
+    types = adata.obs["cell_type"].astype(str).to_numpy()
+    only = types == "type0"
+    index, _ = knn(z, z[only], 21)
+    merged = (batches[index[:, 1:]] == "batch1").mean()
+    assert merged < 0.1, merged
+    # the others still mix
+    shared = ~only
+    assert batch_mixing(z[shared], batches[shared]) > 0.5
+    assert model.is_trained_
+
+
+def test_mudata_datasets_and_use_rep():
+    adata = scx.datasets.synthetic_batches(n_cells=400, n_types=3, seed=4)
+    batches = adata.obs["batch"].to_numpy()
+    mdata = mudata.MuData({b: adata[batches == b].copy() for b in ["batch0", "batch1"]})
+    before = snapshot(mdata)
+    model = scx.tl.portal(mdata, **FAST)
+    for name in ("batch0", "batch1"):
+        assert mdata[name].obsm["X_portal"].shape == (400, 20)
+    assert mdata.obsm["X_portal"].shape == (800, 20)
+    assert "portal" in mdata.uns
+    assert before["mods"]["batch0"]["obs"].equals(
+        mdata["batch0"].obs.drop(columns="portal_boundary_score")
+    )
+    assert model.expression_transform_ is not None
+
+    # from an existing embedding: no gene-space transform
+    pcs = unintegrated(adata)
+    adata.obsm["X_pca"] = pcs
+    model = scx.tl.portal(adata, batch_key="batch", use_rep="X_pca", **FAST)
+    assert model.expression_transform_ is None
+    assert adata.uns["portal"]["params"]["use_rep"] == "X_pca"
+    assert batch_mixing(adata.obsm["X_portal"], batches) > batch_mixing(pcs, batches) + 0.3
+    with pytest.raises(ValueError, match="gene-space transform"):
+        model.get_translated_expression("batch1", "batch0")
+
+
+def test_same_seed_same_embedding():
+    adata = scx.datasets.synthetic_batches(n_cells=300, n_types=3, seed=5)
+    runs = []
+    for _ in range(2):
+        copy = adata.copy()
+        scx.tl.portal(copy, batch_key="batch", seed=7, **{**FAST, "max_steps": 30})
+        runs.append(copy.obsm["X_portal"])
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_module_boundary_stops_adversarial_gradient():
+    """Translated cells scored below -boundary give the generator no adversarial gradient."""
+    module = PORTALModule(4, n_latent=2, n_hidden=8)
+    x = torch.randn(6, 4, requires_grad=True)
+    with torch.no_grad():
+        module.discriminators[0][0].layers[-1].bias.fill_(-100.0)  # sure: all fake
+    logit = module.critic(x, 0, 0, step=10)
+    assert torch.all(logit == -5.0)
+    torch.nn.functional.softplus(-logit).mean().backward()
+    assert torch.all(x.grad == 0)
+    # during the warm-up the clamp is ±50 only: gradient flows
+    x.grad = None
+    warm = module.critic(x, 0, 0, step=0)
+    assert torch.all(warm == -50.0)
+
+
+# ---------------------------------------------------------------------------- bad input
+def _adata_state(adata: ad.AnnData) -> dict:
+    return {
+        "X": adata.X.copy(),
+        "obs": adata.obs.copy(),
+        "obsm": {k: np.array(v) for k, v in adata.obsm.items()},
+        "uns": dict(adata.uns),
+    }
+
+
+def _assert_adata_unchanged(before: dict, adata: ad.AnnData) -> None:
+    after = _adata_state(adata)
+    assert before["obs"].equals(after["obs"])
+    assert before["obsm"].keys() == after["obsm"].keys()
+    assert before["uns"].keys() == after["uns"].keys()
+    x0, x1 = before["X"], after["X"]
+    x0 = x0.toarray() if hasattr(x0, "toarray") else x0
+    x1 = x1.toarray() if hasattr(x1, "toarray") else x1
+    np.testing.assert_array_equal(x0, x1)
+
+
+def _with_nan(adata):
+    adata.X = adata.X.toarray()
+    adata.X[3, 5] = np.nan
+
+
+def _with_inf(adata):
+    adata.X = adata.X.toarray()
+    adata.X[7, 2] = np.inf
+
+
+def _single_batch(adata):
+    adata.obs["one"] = "a"
+
+
+@pytest.mark.parametrize(
+    ("prepare", "kwargs", "message"),
+    [
+        (None, {"batch_key": "nope"}, "batch_key='nope'"),
+        (_single_batch, {"batch_key": "one"}, "single value"),
+        (None, {"batch_key": "batch", "batch_size": 1000}, "fewer cells than the mini-batch"),
+        (_with_nan, {"batch_key": "batch"}, "NaN"),
+        (_with_inf, {"batch_key": "batch"}, "infinite"),
+        (None, {"batch_key": "batch", "use_rep": "X_missing"}, "X_missing"),
+        (None, {"batch_key": "batch", "reference": "batch9"}, "reference='batch9'"),
+        (None, {"batch_key": "batch", "lambda_cos": -1.0}, "lambda_cos"),
+        (None, {"batch_key": "batch", "boundary": 0.0}, "boundary"),
+        (None, {"batch_key": "batch", "max_steps": 0}, "max_steps"),
+    ],
+)
+def test_bad_input_is_rejected_before_training(prepare, kwargs, message):
+    adata = scx.datasets.synthetic_batches(n_cells=300, n_types=3, seed=6)
+    if prepare is not None:
+        prepare(adata)
+    before = _adata_state(adata)
+    with pytest.raises(ValueError, match=message):
+        scx.tl.portal(adata, **{**FAST, "max_steps": 5, **kwargs})
+    _assert_adata_unchanged(before, adata)
+
+
+def test_no_shared_genes_and_bad_order():
+    adata = scx.datasets.synthetic_batches(n_cells=300, n_types=3, seed=6)
+    batches = adata.obs["batch"].to_numpy()
+    first, second = adata[batches == "batch0"].copy(), adata[batches == "batch1"].copy()
+    second.var_names = [f"other{i}" for i in range(second.n_vars)]
+    mdata = mudata.MuData({"a": first, "b": second})
+    before = snapshot(mdata)
+    with pytest.raises(ValueError, match="share no feature names"):
+        scx.tl.portal(mdata, **FAST)
+    assert_unchanged(before, mdata)
+    with pytest.raises(ValueError, match="batch_key"):
+        scx.tl.portal(mdata, batch_key="batch", **FAST)
+    assert_unchanged(before, mdata)
+
+    three = scx.datasets.synthetic_batches(n_cells=300, n_types=3, n_batches=3, seed=6)
+    state = _adata_state(three)
+    with pytest.raises(ValueError, match="permutation"):
+        scx.tl.portal(three, batch_key="batch", order=["batch1"], **FAST)
+    _assert_adata_unchanged(state, three)
