@@ -29,13 +29,41 @@ def find_data_dir() -> Path:
     return path
 
 
+def _status_mb(field: str) -> float | None:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
 def rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    """Peak resident memory of this process so far, in MiB.
+
+    Reads the kernel's high-water mark ``VmHWM`` where available: ``ru_maxrss`` survives
+    ``exec`` on Linux, so a spawned worker would report its parent's peak.
+    """
+    peak = _status_mb("VmHWM")
+    if peak is not None:
+        return peak
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _reset_peak() -> None:
+    """Reset the high-water mark to the current memory (Linux ≥ 4.0; else a no-op)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+    except OSError:
+        pass
 
 
 def _worker(fn: Callable, args: tuple, queue: mp.Queue) -> None:
     try:
+        _reset_peak()
         baseline = rss_mb()
         start = time.perf_counter()
         result = fn(*args)
