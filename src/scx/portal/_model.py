@@ -46,6 +46,17 @@ def domain_order(names: Sequence[str], reference: str | None, order: Sequence[st
     return [reference, *others]
 
 
+def check_batch_size(sizes: dict[str, int], batch_size: int) -> None:
+    """Every dataset must fill one mini-batch (cells are drawn per dataset per step)."""
+    v.check_positive_int(batch_size, argname="batch_size")
+    small = {name: n for name, n in sizes.items() if n < batch_size}
+    if small:
+        raise ValueError(
+            f"Datasets {small} have fewer cells than the mini-batch `batch_size={batch_size}`; "
+            f"pass `batch_size` ≤ {min(small.values())} (or leave those datasets out)."
+        )
+
+
 def check_settings(
     *,
     n_latent: int,
@@ -236,13 +247,7 @@ class PORTAL(MultiModalModelBase):
             max_steps = 1000 if n_cells < 20_000 else 2000
         v.check_positive_int(max_steps, argname="max_steps")
         v.check_positive_int(steps_per_epoch, argname="steps_per_epoch")
-        v.check_positive_int(batch_size, argname="batch_size")
-        small = {m: s.n_obs for m, s in self.sources.items() if s.n_obs < batch_size}
-        if small:
-            raise ValueError(
-                f"Datasets {small} have fewer cells than `batch_size={batch_size}`; pass "
-                f"`batch_size` ≤ {min(small.values())}."
-            )
+        check_batch_size({m: s.n_obs for m, s in self.sources.items()}, batch_size)
         n_epochs = -(-max_steps // steps_per_epoch)
         seed = settings.seed if settings.seed is not None else 0
         manager = self.sources[self.domains_[0]].manager

@@ -13,7 +13,7 @@ from scvi import settings
 
 from scx import _validation as v
 from scx.portal import PORTAL
-from scx.portal._model import check_settings, domain_order
+from scx.portal._model import check_batch_size, check_settings, domain_order
 from scx.pp._batches import joint_pca
 
 from ._outputs import check_writable, clean_params, global_rows, write_obs, write_obsm
@@ -157,14 +157,8 @@ def portal(
     )
     if max_steps is not None:
         v.check_positive_int(max_steps, argname="max_steps")
-    v.check_positive_int(batch_size, argname="batch_size")
     v.check_positive_int(n_pcs, argname="n_pcs", minimum=2)
-    small = {name: a.n_obs for name, a in datasets.items() if a.n_obs < batch_size}
-    if small:
-        raise ValueError(
-            f"Datasets {small} have fewer cells than the mini-batch `batch_size={batch_size}`; "
-            f"pass `batch_size` ≤ {min(small.values())} (or leave those datasets out)."
-        )
+    check_batch_size({name: a.n_obs for name, a in datasets.items()}, batch_size)
     is_mudata = isinstance(data, MuData)
     if use_rep is not None:
         if layer is not None or genes is not None:
