@@ -1,6 +1,17 @@
 """Generated datasets and the location of the optional real benchmark data."""
 
 from ._paths import data_dir
-from ._synthetic import synthetic_annotation, synthetic_batches, synthetic_multiome
+from ._synthetic import (
+    synthetic_annotation,
+    synthetic_batches,
+    synthetic_linked_modalities,
+    synthetic_multiome,
+)
 
-__all__ = ["data_dir", "synthetic_annotation", "synthetic_batches", "synthetic_multiome"]
+__all__ = [
+    "data_dir",
+    "synthetic_annotation",
+    "synthetic_batches",
+    "synthetic_linked_modalities",
+    "synthetic_multiome",
+]

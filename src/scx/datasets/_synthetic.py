@@ -289,3 +289,94 @@ def synthetic_batches(
         index=[f"cell{i}" for i in range(types.size)],
     )
     return AnnData(X=X, obs=obs, var=pd.DataFrame(index=[f"gene{i}" for i in range(n_genes)]))
+
+
+def synthetic_linked_modalities(
+    n_rna: int = 600,
+    n_prot: int = 600,
+    n_genes: int = 300,
+    n_proteins: int = 30,
+    n_types: int = 5,
+    n_links: int = 8,
+    *,
+    rna_depth: float = 800.0,
+    prot_depth: float = 3000.0,
+    marker_fraction: float = 0.1,
+    marker_fold: float = 2.5,
+    protein_fold: float = 2.0,
+    link_noise: float = 0.3,
+    seed: int = 0,
+) -> MuData:
+    """Unpaired RNA and protein counts of planted cell types, with only a few linked features.
+
+    RNA and protein are drawn for different cells (no pairing) from per-type log-scale
+    profiles. ``n_links`` proteins are linked to a marker gene each (chosen round-robin over the
+    types, like CD19 ↔ *CD19*): their log-profile across types follows the gene's, plus noise
+    of standard deviation ``link_noise``. The other proteins mark types on their own, unrelated
+    to any gene, so the two modalities are only weakly linked.
+
+    Parameters
+    ----------
+    n_rna, n_prot
+        Cells of each modality.
+    n_genes, n_proteins, n_types, n_links
+        Genes, proteins, planted types, and linked protein–gene pairs.
+    rna_depth, prot_depth
+        Mean counts per cell.
+    marker_fraction, marker_fold
+        Fraction of genes marking each type and their log fold change.
+    protein_fold
+        Log fold change of the unlinked proteins' markers (two per type).
+    link_noise
+        Standard deviation of the log-scale difference between a linked protein's profile and
+        its gene's.
+    seed
+        Random seed.
+
+    Returns
+    -------
+    MuData with modalities ``rna`` (genes ``gene0``…) and ``prot`` (proteins ``prot0``…, the
+    first ``n_links`` linked), counts in ``X``, ``obs["cell_type"]`` in each; the links in
+    ``uns["links"]`` (DataFrame, columns ``prot``, ``gene``) and each protein's planted
+    log-profile in ``mod["prot"].varm["log_profile"]`` (proteins × types, centred per protein).
+    """
+    if not 0 < n_links <= n_proteins:
+        raise ValueError(f"`n_links` must be in [1, n_proteins={n_proteins}], got {n_links}.")
+    rng = np.random.default_rng(seed)
+    n_markers = max(1, int(marker_fraction * n_genes))
+    genes = _type_profiles(rng, n_types, n_genes, n_markers, marker_fold)
+    # each linked gene is the strongest marker of one type, in turn
+    linked_genes = []
+    for i in range(n_links):
+        t = i % n_types
+        order = np.argsort(genes[t] - np.delete(genes, t, axis=0).mean(axis=0))[::-1]
+        linked_genes.append(next(g for g in order if g not in linked_genes))
+    prot = rng.normal(0.0, 0.3, size=(n_types, n_proteins))
+    for i, g in enumerate(linked_genes):
+        prot[:, i] = genes[:, g] - genes[:, g].mean() + rng.normal(0.0, link_noise, n_types)
+    for i in range(n_links, n_proteins):
+        prot[(i - n_links) % n_types, i] += protein_fold
+        prot[rng.integers(n_types), i] += protein_fold / 2
+    type_names = np.array([f"type{t}" for t in range(n_types)])
+    modalities = {}
+    for name, profiles, n_cells, depth, features in [
+        ("rna", genes, n_rna, rna_depth, [f"gene{g}" for g in range(n_genes)]),
+        ("prot", prot, n_prot, prot_depth, [f"prot{p}" for p in range(n_proteins)]),
+    ]:
+        weights = rng.dirichlet(np.full(n_types, 5.0))
+        types = rng.choice(n_types, size=n_cells, p=weights)
+        X = _sample_counts(rng, profiles, types, depth)
+        modalities[name] = AnnData(
+            X=X,
+            obs=pd.DataFrame(
+                {"cell_type": pd.Categorical(type_names[types], categories=type_names)},
+                index=[f"{name}_cell{i}" for i in range(n_cells)],
+            ),
+            var=pd.DataFrame(index=features),
+        )
+    modalities["prot"].varm["log_profile"] = (prot - prot.mean(axis=0)).T
+    mdata = MuData(modalities)
+    mdata.uns["links"] = pd.DataFrame(
+        {"prot": [f"prot{i}" for i in range(n_links)], "gene": [f"gene{g}" for g in linked_genes]}
+    )
+    return mdata

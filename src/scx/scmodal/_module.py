@@ -1,0 +1,276 @@
+"""scMODAL networks and losses (pure torch).
+
+Wang et al., *Integrating single-cell multimodal data with weakly linked features using scMODAL*,
+Nat Commun 16, 4994 (2025). Two modalities A and B with different features, of which only a few
+are linked (protein ↔ gene, shared markers, gene ↔ gene activity). Each modality has an encoder
+into a common latent space and a generator back into its own feature space; one discriminator
+in the latent space tells A's latents from B's. Besides the adversarial game the encoders are
+pulled together by mutual nearest neighbours found in each mini-batch on the linked features
+(anchors), and kept faithful to each modality's own geometry by a kernel-row similarity term.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from scvi import REGISTRY_KEYS
+from scvi.module.base import BaseModuleClass, LossOutput
+from torch import nn
+
+from scx.nn import MLP
+
+#: Keys of the two modalities in a training mini-batch.
+SIDE_A, SIDE_B = "A", "B"
+
+
+def _reference_init(module: nn.Module, std: float) -> None:
+    """Initialise every weight and bias from N(0, std²), as the reference does."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.normal_(layer.weight, 0.0, std)
+            nn.init.normal_(layer.bias, 0.0, std)
+
+
+def mutual_nearest_neighbors(x: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
+    """Mutual ``k``-nearest-neighbour pairs between the rows of ``x`` and ``y`` (cosine).
+
+    Exact and vectorised: one ``(n_x, n_y)`` similarity matrix and two ``topk`` calls. Meant
+    for mini-batches (hundreds of cells); for whole datasets use :func:`scx._neighbors.mnn`.
+
+    Returns
+    -------
+    ``(n_x, n_y)`` boolean matrix, ``True`` where ``y[j]`` is among the ``k`` nearest of
+    ``x[i]`` and ``x[i]`` among the ``k`` nearest of ``y[j]``.
+    """
+    similarity = F.normalize(x, dim=1) @ F.normalize(y, dim=1).T
+    k_xy, k_yx = min(k, y.shape[0]), min(k, x.shape[0])
+    near_xy = torch.zeros_like(similarity, dtype=torch.bool)
+    near_xy.scatter_(1, similarity.topk(k_xy, dim=1).indices, True)
+    near_yx = torch.zeros_like(similarity, dtype=torch.bool)
+    near_yx.scatter_(0, similarity.topk(k_yx, dim=0).indices, True)
+    return near_xy & near_yx
+
+
+def kernel_rows(x: torch.Tensor) -> torch.Tensor:
+    """Gaussian kernel of a batch, ``exp(-‖x_i − x_j‖² / (2d))`` (σ² = 1 per feature)."""
+    return torch.exp(-torch.cdist(x, x).pow(2) / (2 * x.shape[1]))
+
+
+def geometry_loss(x: torch.Tensor, z: torch.Tensor, cap: float) -> torch.Tensor:
+    """Minus the mean row-wise cosine of the input and latent kernels, capped at ``cap``."""
+    similarity = F.cosine_similarity(kernel_rows(x), kernel_rows(z), dim=1)
+    return -similarity.clamp(max=cap).mean()
+
+
+class SCMODALModule(BaseModuleClass):
+    """scMODAL's encoders, generators and latent discriminator.
+
+    Parameters
+    ----------
+    n_input_a, n_input_b
+        Feature counts of modality A and B (the full preprocessed feature sets).
+    link_a, link_b
+        Column indices of the linked features: link ``l`` pairs column ``link_a[l]`` of A with
+        column ``link_b[l]`` of B. These ``L`` columns are the space in which anchors (mutual
+        nearest neighbours) are searched.
+    n_latent, n_hidden
+        Latent (20) and hidden (512) widths, as the reference.
+    lambda_gan, lambda_ae, lambda_la, lambda_mnn, lambda_geo
+        Weights of the adversarial term, the autoencoder reconstruction, the latent cycle, the
+        anchor term and the geometry term (1, 10, 10, 1, 10: the reference's defaults).
+    n_neighbors
+        Neighbours per direction of the mini-batch mutual-neighbour search (30).
+    geo_cap
+        Kernel-row cosines above this value give no gradient (0.975).
+    logit_clip
+        Clamp of the discriminator logits (±50, as the reference).
+    init_std
+        Standard deviation of the N(0, σ²) initialisation of every weight and bias (0.1, as in
+        the reference); ``None`` keeps PyTorch's default initialisation.
+    means_a, stds_a, means_b, stds_b
+        Per-feature standardisation applied to the registered inputs inside the module
+        (``(x − mean) / std``, clipped to ±``clip``), so that sparse inputs stay sparse until
+        the mini-batch and imputations come back on the registered scale. ``None``: the
+        inputs are used as they are.
+    clip
+        Clip of the standardised values (10, as the reference's ``scale(max_value=10)``).
+    """
+
+    discriminator_prefix = "discriminators."
+
+    def __init__(
+        self,
+        n_input_a: int,
+        n_input_b: int,
+        link_a: list[int],
+        link_b: list[int],
+        *,
+        n_latent: int = 20,
+        n_hidden: int = 512,
+        lambda_gan: float = 1.0,
+        lambda_ae: float = 10.0,
+        lambda_la: float = 10.0,
+        lambda_mnn: float = 1.0,
+        lambda_geo: float = 10.0,
+        n_neighbors: int = 30,
+        geo_cap: float = 0.975,
+        logit_clip: float = 50.0,
+        init_std: float | None = 0.1,
+        means_a: list[float] | None = None,
+        stds_a: list[float] | None = None,
+        means_b: list[float] | None = None,
+        stds_b: list[float] | None = None,
+        clip: float | None = 10.0,
+    ):
+        super().__init__()
+        if len(link_a) != len(link_b) or len(link_a) == 0:
+            raise ValueError("`link_a` and `link_b` must be non-empty and of equal length.")
+        self.n_input = (int(n_input_a), int(n_input_b))
+        self.n_latent = n_latent
+        self.lambda_gan = lambda_gan
+        self.lambda_ae = lambda_ae
+        self.lambda_la = lambda_la
+        self.lambda_mnn = lambda_mnn
+        self.lambda_geo = lambda_geo
+        self.n_neighbors = n_neighbors
+        self.geo_cap = geo_cap
+        self.logit_clip = logit_clip
+        self.clip = clip
+        for side, (means, stds) in enumerate([(means_a, stds_a), (means_b, stds_b)]):
+            n = self.n_input[side]
+            means = torch.zeros(n) if means is None else torch.as_tensor(means).float()
+            stds = torch.ones(n) if stds is None else torch.as_tensor(stds).float()
+            if means.shape != (n,) or stds.shape != (n,):
+                raise ValueError(f"Standardisation of side {side} must have {n} values.")
+            self.register_buffer(f"means_{side}", means)
+            self.register_buffer(f"stds_{side}", stds.clamp_min(1e-8))
+        self.register_buffer("link_a", torch.as_tensor(link_a, dtype=torch.long))
+        self.register_buffer("link_b", torch.as_tensor(link_b, dtype=torch.long))
+        self.encoders = nn.ModuleList(MLP(n, n_latent, [n_hidden]) for n in self.n_input)
+        self.generators = nn.ModuleList(MLP(n_latent, n, [n_hidden]) for n in self.n_input)
+        # one latent discriminator; a ModuleList under the prefix the training plan looks for
+        self.discriminators = nn.ModuleList([MLP(n_latent, 1, [n_hidden, n_hidden])])
+        if init_std is not None:
+            _reference_init(self, init_std)
+
+    # ------------------------------------------------------------------ networks
+    def standardize(self, x: torch.Tensor, side: int) -> torch.Tensor:
+        """Registered values → the standardised, clipped space the networks work in."""
+        x = (x - getattr(self, f"means_{side}")) / getattr(self, f"stds_{side}")
+        return x if self.clip is None else x.clamp(-self.clip, self.clip)
+
+    def unstandardize(self, x: torch.Tensor, side: int) -> torch.Tensor:
+        """Network outputs → the registered scale (e.g. log-normalised expression)."""
+        return x * getattr(self, f"stds_{side}") + getattr(self, f"means_{side}")
+
+    def encode(self, x: torch.Tensor, side: int) -> torch.Tensor:
+        """Latent of cells of modality ``side`` (0: A, 1: B)."""
+        return self.encoders[side](x)
+
+    def generate(self, z: torch.Tensor, side: int) -> torch.Tensor:
+        """Decode latents into the (preprocessed) feature space of modality ``side``."""
+        return self.generators[side](z)
+
+    def critic(self, z: torch.Tensor) -> torch.Tensor:
+        """Discriminator logit (A is the "real" class), clamped to ±``logit_clip``."""
+        return self.discriminators[0](z).clamp(-self.logit_clip, self.logit_clip).squeeze(-1)
+
+    # ------------------------------------------------------------------ training
+    def adversarial_forward(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
+        """Latents, reconstructions, cycles and anchors of one A and one B mini-batch."""
+        x_a = self.standardize(batch[SIDE_A][REGISTRY_KEYS.X_KEY], 0)
+        x_b = self.standardize(batch[SIDE_B][REGISTRY_KEYS.X_KEY], 1)
+        z_a, z_b = self.encode(x_a, 0), self.encode(x_b, 1)
+        with torch.no_grad():
+            anchors = mutual_nearest_neighbors(
+                x_a[:, self.link_a], x_b[:, self.link_b], self.n_neighbors
+            )
+        return {
+            "x_a": x_a,
+            "x_b": x_b,
+            "z_a": z_a,
+            "z_b": z_b,
+            "x_aa": self.generate(z_a, 0),
+            "x_bb": self.generate(z_b, 1),
+            # latent cycle: A's latent decoded as B and encoded again, and vice versa
+            "z_aba": self.encode(self.generate(z_a, 1), 1),
+            "z_bab": self.encode(self.generate(z_b, 0), 0),
+            "anchors": anchors,
+        }
+
+    def discriminator_loss(self, outputs: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+        """A's latents are "real" (1), B's "fake" (0); the latents are detached."""
+        return (
+            F.softplus(-self.critic(outputs["z_a"].detach())).mean()
+            + F.softplus(self.critic(outputs["z_b"].detach())).mean()
+        )
+
+    @staticmethod
+    def anchor_loss(z_a: torch.Tensor, z_b: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+        """Mean squared latent distance over anchor pairs; 0 (with gradient) when there are none.
+
+        The reference divides by the number of pairs and returns NaN for a mini-batch without
+        any mutual pair; here such a batch simply contributes nothing.
+        """
+        weights = anchors.to(z_a.dtype)
+        # ‖z_a,i − z_b,j‖² / n_latent for all pairs, without forming an (n, n, d) tensor
+        sq = (
+            z_a.pow(2).sum(1, keepdim=True) + z_b.pow(2).sum(1)[None, :] - 2 * z_a @ z_b.T
+        ).clamp_min(0) / z_a.shape[1]
+        return (weights * sq).sum() / weights.sum().clamp_min(1.0)
+
+    def generator_loss(
+        self, outputs: dict[str, torch.Tensor], step: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Saturating adversarial term plus reconstruction, cycle, anchor and geometry terms."""
+        z_a, z_b = outputs["z_a"], outputs["z_b"]
+        # saturating minimax: the encoders maximise the (updated) discriminator's loss
+        gan = -(F.softplus(-self.critic(z_a)).mean() + F.softplus(self.critic(z_b)).mean())
+        ae = F.mse_loss(outputs["x_aa"], outputs["x_a"]) + F.mse_loss(
+            outputs["x_bb"], outputs["x_b"]
+        )
+        la = F.mse_loss(outputs["z_aba"], z_a) + F.mse_loss(outputs["z_bab"], z_b)
+        mnn = self.anchor_loss(z_a, z_b, outputs["anchors"])
+        geo = geometry_loss(outputs["x_a"], z_a, self.geo_cap) + geometry_loss(
+            outputs["x_b"], z_b, self.geo_cap
+        )
+        total = (
+            self.lambda_gan * gan
+            + self.lambda_ae * ae
+            + self.lambda_la * la
+            + self.lambda_mnn * mnn
+            + self.lambda_geo * geo
+        )
+        return total, {
+            "gan": gan.detach(),
+            "ae": ae.detach(),
+            "la": la.detach(),
+            "mnn": mnn.detach(),
+            "geo": geo.detach(),
+            "n_anchors": outputs["anchors"].sum().to(z_a.dtype),
+        }
+
+    # ------------------------------------------------------------------ scvi interface
+    def _get_inference_input(self, tensors: dict[str, torch.Tensor], **kwargs) -> dict:
+        return {"x": tensors[REGISTRY_KEYS.X_KEY]}
+
+    def inference(self, x: torch.Tensor, side: int = 0) -> dict[str, torch.Tensor]:
+        """Latent of a batch of cells of one modality (registered scale in)."""
+        return {"z": self.encode(self.standardize(x, side), side)}
+
+    def _get_generative_input(self, tensors, inference_outputs, **kwargs) -> dict:
+        return {"z": inference_outputs["z"]}
+
+    def generative(self, z: torch.Tensor, side: int = 0) -> dict[str, torch.Tensor]:
+        """Decode latents into one modality's feature space (registered scale out)."""
+        return {"x": self.unstandardize(self.generate(z, side), side)}
+
+    def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
+        """Reconstruction of a single-modality forward pass (training losses are in the plan)."""
+        x = tensors[REGISTRY_KEYS.X_KEY]
+        error = ((generative_outputs["x"] - x) ** 2).mean(dim=1)
+        return LossOutput(loss=error.mean(), reconstruction_loss=error)
+
+    def sample(self, *args, **kwargs):
+        """Not available: scMODAL is not a probabilistic generative model."""
+        raise NotImplementedError("scMODAL has no likelihood to sample from.")
