@@ -302,3 +302,19 @@ def test_model_needs_a_mudata_of_two_modalities():
     SCMODAL.setup_mudata(mdata)
     with pytest.raises(ValueError, match="exactly two modalities"):
         SCMODAL(mdata, links=protein_to_gene(mdata))
+
+
+def test_impute_rejects_bad_arguments(linked_run):
+    mdata, model = linked_run
+    before = snapshot(mdata)
+    for kwargs, message in [
+        ({"source": "atac", "target": "prot"}, "source='atac'"),
+        ({"source": "rna", "target": "rna"}, "must differ"),
+        ({"source": "rna", "target": "prot", "to": "layer"}, "`to`"),
+        ({"source": "rna", "target": "prot", "key_added": "prot"}, "overwrite"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            scx.tl.impute(mdata, model, **kwargs)
+    with pytest.raises(ValueError, match="cross-modal model"):
+        scx.tl.impute(mdata, object(), "rna", "prot")
+    assert_unchanged(before, mdata)

@@ -357,6 +357,8 @@ def impute(
             )
     if source == target:
         raise ValueError("`source` and `target` must differ.")
+    if to not in ("modality", "obsm"):
+        raise ValueError(f"`to` must be 'modality' or 'obsm', got {to!r}.")
     adata = v.check_modality(mdata, source, argname="source")
     imputed = model.get_imputed(source, target)
     if not adata.obs_names.equals(imputed.index):
@@ -366,8 +368,6 @@ def impute(
         )
     if to == "modality":
         key = key_added or f"{target}_from_{source}"
-        if key in mdata.mod and key not in (source, target):
-            logger.info("Replacing modality %r.", key)
         if key in (source, target):
             raise ValueError(f"`key_added={key!r}` would overwrite a measured modality.")
         mdata.mod[key] = AnnData(
@@ -376,9 +376,7 @@ def impute(
             var=pd.DataFrame(index=imputed.columns.copy()),
         )
         mdata.update()
-    elif to == "obsm":
+    else:
         key = key_added or f"scmodal_{target}"
         mdata.mod[source].obsm[key] = imputed
-    else:
-        raise ValueError(f"`to` must be 'modality' or 'obsm', got {to!r}.")
     return imputed
