@@ -2,7 +2,8 @@
 
 from scx.portal import PORTAL
 from scx.scjoint import SCJOINT
+from scx.scpairing import SCPAIRING
 
 from ._base import MultiModalModelBase
 
-__all__ = ["PORTAL", "SCJOINT", "MultiModalModelBase"]
+__all__ = ["PORTAL", "SCJOINT", "SCPAIRING", "MultiModalModelBase"]
