@@ -13,6 +13,7 @@ distribution on the sphere.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Literal
@@ -39,14 +40,14 @@ def fc_block(
     norm: Literal["batch", "layer"] | None = "batch",
     dropout: float = 0.1,
 ) -> nn.Sequential:
-    """scPairing's fully connected block: ``Linear → ELU → norm → Dropout`` per hidden layer.
+    """The fully connected block of scPairing: ``Linear → ELU → norm → Dropout`` per hidden layer.
 
     The activation comes before the normalisation (unlike :class:`scx.nn.MLP`); the output layer
     is a plain ``Linear``.
     """
     layers: list[nn.Module] = []
     widths = [n_input, *n_hidden]
-    for d_in, d_out in zip(widths[:-1], widths[1:]):
+    for d_in, d_out in itertools.pairwise(widths):
         layers += [nn.Linear(d_in, d_out), nn.ELU()]
         if norm == "batch":
             layers.append(nn.BatchNorm1d(d_out))

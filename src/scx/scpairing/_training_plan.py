@@ -59,7 +59,7 @@ class SCPairingTrainingPlan(AdversarialTrainingPlan):
         self.has_discriminators = any(True for _ in module.discriminators.parameters())
 
     def configure_optimizers(self):
-        """Adam over the main parameters (weight decay on decoders only) and, if any, the discriminators'."""
+        """Main Adam (weight decay on decoders only) and, if any, the discriminators' Adam."""
         prefix = self.module.discriminator_prefix
         decoders, others, discriminators = [], [], []
         for name, parameter in self.module.named_parameters():

@@ -147,7 +147,11 @@ def scpairing(
         Highly variable genes of the PCA (2,000; all genes when there are fewer).
     batch_key
         ``.obs`` column (of ``mod1``) with batches, for ``batch_discriminative``.
-    n_latent, n_hidden, dropout, loss_method, combine, modality_discriminative, batch_discriminative, cosine_weight, kl_weight, cap_temperature, adversarial
+    n_latent, n_hidden, dropout, loss_method, combine
+        Model settings, see :class:`scx.model.SCPAIRING`.
+    modality_discriminative, batch_discriminative, cosine_weight, kl_weight
+        Model settings, see :class:`scx.model.SCPAIRING`.
+    cap_temperature, adversarial
         Model settings, see :class:`scx.model.SCPAIRING`.
     max_epochs, batch_size, lr
         Training settings (300, 2,000, 5e-3), see :meth:`scx.model.SCPAIRING.train`.
@@ -325,11 +329,10 @@ def pair_cells(
     pairs. ``method="exact"`` solves the dense problem with
     :func:`scipy.optimize.linear_sum_assignment` (the reference's procedure); ``"sparse"``
     matches on a candidate graph of each cell's ``n_neighbors`` nearest cross-modality
-    neighbours (both directions) with :func:`scipy.sparse.csgraph.min_weight_full_bipartite_matching`
-    and never builds the ``n1 × n2`` matrix, in k-means blocks of about ``block_size`` cells
-    above that size; ``"auto"`` is exact up to
-    :data:`scx.scpairing.EXACT_MAX_PAIRS` (25 million) cell pairs. See
-    :func:`scx.scpairing.match_embeddings`.
+    neighbours (both directions) with
+    :func:`scipy.sparse.csgraph.min_weight_full_bipartite_matching` and never builds the
+    ``n1 × n2`` matrix (in k-means blocks of about ``block_size`` cells above that size);
+    ``"auto"`` is exact up to 25 million cell pairs. See :func:`scx.scpairing.match_embeddings`.
 
     Parameters
     ----------
