@@ -24,9 +24,11 @@ import argparse
 import logging
 import warnings
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 
+import scx
 from _common import print_table, run_isolated
 
 N_DIMS = 10
@@ -48,10 +50,6 @@ def generate(n: int, seed: int = 0, noise: float = 0.6) -> tuple[np.ndarray, np.
 def run(n: int, method: str, block_size: int, cutoff: float) -> dict:
     warnings.simplefilter("ignore")
     logging.getLogger("scx").setLevel(logging.WARNING)
-    import anndata as ad
-
-    import scx
-
     a, b = generate(n)
     side1 = ad.AnnData(obsm={"Z": a}, shape=(n, 0))
     side2 = ad.AnnData(obsm={"Z": b}, shape=(n, 0))
