@@ -161,7 +161,7 @@ def test_matching_is_optimal_and_handles_unequal_sizes():
     x2 = (np.repeat(x1, 2, axis=0)[:1100] + 0.3 * rng.normal(size=(1100, 5))).astype(np.float32)
     exact = match_embeddings(x1, x2, cutoff=0.5, method="exact")
     sp = match_embeddings(x1, x2, cutoff=0.5, method="sparse", n_neighbors=15)
-    blocked = match_embeddings(x1, x2, cutoff=0.5, method="sparse", block_size=300)
+    blocked = match_embeddings(x1, x2, cutoff=0.5, method="sparse", block_size=300, max_unblocked=0)
     assert exact.rows.size <= 700
     assert sp.total_similarity >= 0.999 * exact.total_similarity
     assert blocked.total_similarity >= 0.95 * exact.total_similarity
@@ -251,7 +251,7 @@ def test_trimodal_and_loss_variants():
         assert np.isfinite(m.history_["loss_train"].to_numpy(dtype=float)).all()
 
 
-def test_batch_discriminator():
+def test_batch_discriminator(tmp_path):
     rna, atac = make_paired(200, seed=6)
     rna.obs["batch"] = np.repeat(["a", "b"], 100)
     bridge = md.MuData({"rna": rna, "atac": atac})
@@ -266,6 +266,9 @@ def test_batch_discriminator():
     )
     assert "batch" in model.module.discriminators
     assert "batch_ce_train" in model.history_
+    model.save(tmp_path / "b", save_anndata=True)
+    loaded = SCPAIRING.load(tmp_path / "b")
+    assert "batch" in loaded.module.discriminators
 
 
 def test_paired_datamodule_keeps_pairs():

@@ -14,6 +14,7 @@ from ._training_plan import SCPairingTrainingPlan
 __all__ = [
     "BLOCK_SIZE",
     "EXACT_MAX_PAIRS",
+    "MAX_UNBLOCKED",
     "SCPAIRING",
     "Matching",
     "SCPAIRINGModule",

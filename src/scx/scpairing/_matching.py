@@ -25,9 +25,10 @@ Two solvers share that objective:
     equals the exact optimum whenever the exact pairs are among each other's candidates.
 
     LAPJVsp's time grows faster than linearly (measured: ~7 s at 20,000 cells per side, ~200 s
-    at 100,000 on a shared 2-core machine), so inputs with more than ``block_size`` cells on a
-    side are first partitioned: k-means (fitted on a subsample of both sides together, which
-    share the embedding space) cuts the cells into blocks of about ``block_size`` cells per side,
+    at 100,000 on a shared 2-core machine), so inputs with more than ``max_unblocked`` (20,000)
+    cells on a side are first partitioned: k-means (fitted on a subsample of both sides
+    together, which share the embedding space) cuts the cells into blocks of about
+    ``block_size`` (5,000) cells per side,
     every block is matched on its own candidate graph, and the cells left unpaired (mostly near
     block borders) are matched once more among themselves (the same procedure, fresh blocks).
     Time and memory are then linear in the number of cells; the price is that pairs across block
@@ -57,8 +58,12 @@ MatchMethod = Literal["auto", "exact", "sparse"]
 #: a 200 MB float64 matrix and a few seconds of ``linear_sum_assignment``), the sparse one above.
 EXACT_MAX_PAIRS = 25_000_000
 
-#: Cells per side above which the sparse solver partitions the problem into blocks.
-BLOCK_SIZE = 20_000
+#: Cells per side of one block of the sparse solver (when it partitions the problem).
+BLOCK_SIZE = 5_000
+
+#: Up to this many cells per side the sparse solver matches the whole candidate graph at once
+#: (LAPJVsp takes seconds at 20,000 cells per side); above it, it works in blocks.
+MAX_UNBLOCKED = 20_000
 
 #: Offset that makes every edge cost positive (costs are ``_COST_OFFSET - similarity`` ∈ [1, 3]).
 _COST_OFFSET = 2.0
@@ -278,10 +283,11 @@ def _sparse(
     knn_method: str,
     random_state: int,
     block_size: int,
+    max_unblocked: int,
     depth: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     n1, n2 = x1.shape[0], x2.shape[0]
-    if max(n1, n2) <= block_size or depth >= 3:
+    if max(n1, n2) <= max(max_unblocked, block_size) or depth >= 3:
         return _sparse_global(x1, x2, cutoff, n_neighbors, knn_method, random_state)
     n_blocks = int(np.ceil(max(n1, n2) / block_size))
     lab1, lab2 = _blocks(x1, x2, n_blocks, random_state + depth)
@@ -295,7 +301,15 @@ def _sparse(
         if i1.size == 0 or i2.size == 0:
             continue
         r, c, s, n_cand = _sparse(
-            x1[i1], x2[i2], cutoff, n_neighbors, knn_method, random_state, block_size, depth + 1
+            x1[i1],
+            x2[i2],
+            cutoff,
+            n_neighbors,
+            knn_method,
+            random_state,
+            block_size,
+            max_unblocked,
+            depth + 1,
         )
         parts_r.append(i1[r])
         parts_c.append(i2[c])
@@ -317,6 +331,7 @@ def _sparse(
             knn_method,
             random_state,
             block_size,
+            max_unblocked,
             depth + 1,
         )
         rows = np.concatenate([rows, free1[r]])
@@ -335,6 +350,7 @@ def match_embeddings(
     n_neighbors: int = 10,
     knn_method: str = "auto",
     block_size: int = BLOCK_SIZE,
+    max_unblocked: int = MAX_UNBLOCKED,
     random_state: int = 0,
 ) -> Matching:
     """Maximum-weight one-to-one pairing of the rows of two embeddings by cosine similarity.
@@ -356,8 +372,10 @@ def match_embeddings(
         Neighbour search of the sparse solver (``"auto"``: exact chunked search up to 10⁹ pairs,
         pynndescent above).
     block_size
-        Cells per side above which the sparse solver works in k-means blocks of about this
-        size (:data:`BLOCK_SIZE`).
+        Cells per side of the sparse solver's k-means blocks (:data:`BLOCK_SIZE`, 5,000).
+    max_unblocked
+        Up to this many cells per side the sparse solver needs no blocks
+        (:data:`MAX_UNBLOCKED`, 20,000).
     random_state
         Seed of pynndescent and of the k-means blocks.
 
@@ -373,11 +391,23 @@ def match_embeddings(
     logger.info("Pairing %d × %d cells with the %s solver.", x1.shape[0], x2.shape[0], method)
     if method == "exact":
         return _exact(x1, x2, float(cutoff))
-    v_block = int(block_size)
-    if v_block < 2:
+    if (
+        isinstance(block_size, bool)
+        or not isinstance(block_size, int | np.integer)
+        or block_size < 2
+    ):
         raise ValueError(f"`block_size` must be an integer ≥ 2, got {block_size!r}.")
+    if isinstance(max_unblocked, bool) or not isinstance(max_unblocked, int | np.integer):
+        raise ValueError(f"`max_unblocked` must be an integer ≥ 0, got {max_unblocked!r}.")
     rows, cols, sim, n_candidates = _sparse(
-        x1, x2, float(cutoff), int(n_neighbors), knn_method, random_state, v_block
+        x1,
+        x2,
+        float(cutoff),
+        int(n_neighbors),
+        knn_method,
+        random_state,
+        int(block_size),
+        int(max_unblocked),
     )
     order = np.argsort(rows, kind="stable")
     return Matching(rows[order], cols[order], sim[order], "sparse", n_candidates)

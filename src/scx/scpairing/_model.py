@@ -186,6 +186,8 @@ class SCPAIRING(MultiModalModelBase):
         if labels_key is not None:
             raise ValueError("scPairing is unsupervised: pass `labels_key=None`.")
         check_paired(mdata, names)
+        if isinstance(batch_key, dict):  # as recorded by the shared registration (on load)
+            batch_key = batch_key.get(names[0])
         reps = use_rep if isinstance(use_rep, dict) else dict.fromkeys(names, use_rep)
         for m in names:
             if reps.get(m) is not None:

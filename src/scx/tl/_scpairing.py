@@ -15,7 +15,12 @@ from scvi import settings
 from scx import _validation as v
 from scx.scpairing import SCPAIRING
 from scx.scpairing._inputs import Preprocess, fit_input
-from scx.scpairing._matching import BLOCK_SIZE, check_match_args, match_embeddings
+from scx.scpairing._matching import (
+    BLOCK_SIZE,
+    MAX_UNBLOCKED,
+    check_match_args,
+    match_embeddings,
+)
 from scx.scpairing._model import check_modality, check_paired, check_settings
 
 from ._outputs import check_writable, clean_params, write_obsm
@@ -318,6 +323,7 @@ def pair_cells(
     method: Literal["auto", "exact", "sparse"] = "auto",
     n_neighbors: int = 10,
     block_size: int = BLOCK_SIZE,
+    max_unblocked: int = MAX_UNBLOCKED,
     seed: int = 0,
     key_added: str = "scpairing",
 ) -> MuData:
@@ -331,7 +337,8 @@ def pair_cells(
     matches on a candidate graph of each cell's ``n_neighbors`` nearest cross-modality
     neighbours (both directions) with
     :func:`scipy.sparse.csgraph.min_weight_full_bipartite_matching` and never builds the
-    ``n1 × n2`` matrix (in k-means blocks of about ``block_size`` cells above that size);
+    ``n1 × n2`` matrix (in k-means blocks of about ``block_size`` cells above
+    ``max_unblocked`` cells per side);
     ``"auto"`` is exact up to 25 million cell pairs. See :func:`scx.scpairing.match_embeddings`.
 
     Parameters
@@ -352,8 +359,9 @@ def pair_cells(
         ``"auto"``, ``"exact"`` or ``"sparse"``.
     n_neighbors
         Candidates per cell and direction of the sparse solver (10).
-    block_size
-        Cells per side above which the sparse solver works in k-means blocks (20,000).
+    block_size, max_unblocked
+        The sparse solver works in k-means blocks of about ``block_size`` cells (5,000) when a
+        side has more than ``max_unblocked`` cells (20,000).
     seed
         Seed of the approximate neighbour search and the blocks.
     key_added
@@ -397,6 +405,7 @@ def pair_cells(
         method=method,
         n_neighbors=n_neighbors,
         block_size=block_size,
+        max_unblocked=max_unblocked,
         random_state=seed,
     )
     if matching.rows.size == 0:
@@ -440,6 +449,7 @@ def pair_cells(
                 "method": matching.method,
                 "n_neighbors": n_neighbors,
                 "block_size": block_size,
+                "max_unblocked": max_unblocked,
                 "n_pairs": int(matching.rows.size),
                 "n_candidates": matching.n_candidates,
                 "total_similarity": matching.total_similarity,
