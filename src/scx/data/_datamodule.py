@@ -112,6 +112,11 @@ class MultiModalDataModule(pl.LightningDataModule):
         speed up host-to-GPU transfer of very sparse data).
     pin_memory
         Passed to the data loaders.
+    paired
+        The modalities hold the same cells in the same row order (a paired multiome bridge):
+        one train/validation split and one index stream are shared by all modalities, so row
+        ``i`` of every modality's mini-batch is the same cell. Needs equal cell counts and
+        batch sizes.
     """
 
     def __init__(
@@ -127,6 +132,7 @@ class MultiModalDataModule(pl.LightningDataModule):
         sampler_seed: int | None = None,
         load_sparse_tensor: bool = False,
         pin_memory: bool = False,
+        paired: bool = False,
     ):
         super().__init__()
         if not sources:
@@ -159,6 +165,14 @@ class MultiModalDataModule(pl.LightningDataModule):
         self.sampler_seed = self.seed if sampler_seed is None else int(sampler_seed)
         self.load_sparse_tensor = load_sparse_tensor
         self.pin_memory = pin_memory
+        self.paired = bool(paired)
+        if self.paired:
+            sizes = {m: s.n_obs for m, s in sources.items()}
+            if len(set(sizes.values())) != 1 or len(set(self.batch_size.values())) != 1:
+                raise ValueError(
+                    f"`paired=True` needs the same cells and batch size in every modality; got "
+                    f"cells {sizes} and batch sizes {self.batch_size}."
+                )
         self._split()
 
     def _split(self) -> None:
@@ -169,7 +183,8 @@ class MultiModalDataModule(pl.LightningDataModule):
             n_train = int(np.ceil(self.train_size * n))
             # the epsilon keeps 1 - 0.8 = 0.19999… from dropping a cell
             n_val = min(int(np.floor(self.validation_size * n + 1e-9)), n - n_train)
-            perm = rng.permutation(n) if n_train < n else np.arange(n)
+            if not (self.paired and self.train_idx):  # paired: one split for all modalities
+                perm = rng.permutation(n) if n_train < n else np.arange(n)
             self.train_idx[name] = source.indices[np.sort(perm[:n_train])]
             self.val_idx[name] = source.indices[np.sort(perm[n_train : n_train + n_val])]
             self.test_idx[name] = source.indices[np.sort(perm[n_train + n_val :])]
@@ -215,8 +230,9 @@ class MultiModalDataModule(pl.LightningDataModule):
                 n_batches=n_batches,
                 replacement=self.replacement and train,
                 shuffle=train,
-                # one independent stream per modality, shared by all ranks
-                seed=self.sampler_seed * 1_000 + k + (0 if train else 500),
+                # one independent stream per modality (one shared stream when paired), the same
+                # on all ranks
+                seed=self.sampler_seed * 1_000 + (0 if self.paired else k) + (0 if train else 500),
                 rank=rank,
                 world_size=world_size,
             )

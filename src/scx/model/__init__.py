@@ -3,7 +3,8 @@
 from scx.portal import PORTAL
 from scx.scjoint import SCJOINT
 from scx.scmodal import SCMODAL
+from scx.scpairing import SCPAIRING
 
 from ._base import MultiModalModelBase
 
-__all__ = ["PORTAL", "SCJOINT", "SCMODAL", "MultiModalModelBase"]
+__all__ = ["PORTAL", "SCJOINT", "SCMODAL", "SCPAIRING", "MultiModalModelBase"]

@@ -3,6 +3,7 @@
 from ._portal import portal
 from ._scjoint import scjoint
 from ._scmodal import impute, scmodal
+from ._scpairing import pair_cells, scpairing
 from ._transfer import transfer_labels
 
-__all__ = ["impute", "portal", "scjoint", "scmodal", "transfer_labels"]
+__all__ = ["impute", "pair_cells", "portal", "scjoint", "scmodal", "scpairing", "transfer_labels"]
