@@ -2,5 +2,12 @@
 
 from ._paths import data_dir
 from ._synthetic import synthetic_annotation, synthetic_batches, synthetic_multiome
+from ._trajectory import synthetic_trajectory
 
-__all__ = ["data_dir", "synthetic_annotation", "synthetic_batches", "synthetic_multiome"]
+__all__ = [
+    "data_dir",
+    "synthetic_annotation",
+    "synthetic_batches",
+    "synthetic_multiome",
+    "synthetic_trajectory",
+]

@@ -1,8 +1,9 @@
 """scvi-tools model classes of every method."""
 
 from scx.portal import PORTAL
+from scx.scdart import SCDART
 from scx.scjoint import SCJOINT
 
 from ._base import MultiModalModelBase
 
-__all__ = ["PORTAL", "SCJOINT", "MultiModalModelBase"]
+__all__ = ["PORTAL", "SCDART", "SCJOINT", "MultiModalModelBase"]
