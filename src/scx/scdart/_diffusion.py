@@ -128,7 +128,7 @@ def diffusion_coordinates(
 def post_align(
     z_rna: np.ndarray, z_atac: np.ndarray, n_neighbors: int = 10, *, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """scDART's kNN smoothing: ATAC cells onto their RNA neighbours, then RNA onto new ATAC.
+    """ScDART's kNN smoothing: ATAC cells onto their RNA neighbours, then RNA onto new ATAC.
 
     Each ATAC cell becomes the weighted mean of its ``n_neighbors`` nearest RNA cells with
     weights ``exp(-d / d_k)`` (squared distances, ``d_k`` the k-th smallest); then each RNA cell

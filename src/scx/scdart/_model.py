@@ -185,6 +185,10 @@ class SCDART(MultiModalModelBase):
         ``"binary"`` or ``"none"``.
     n_diffusion_blocks
         Diffusion times whose coordinate blocks make up ``.obsm["scdart_diffusion"]`` (3).
+    init_from_prior
+        Start the gene-activity network with every gene positively linked to its own peaks
+        (a positive-semidefinite gene mix of the prior); ``False`` initialises at random, as
+        the reference.
     anchors
         ``{modality: cell names}`` of anchor cells (cells believed to match across the
         modalities, e.g. the earliest cells of a trajectory) for the anchor loss.
@@ -233,6 +237,7 @@ class SCDART(MultiModalModelBase):
         atac_transform: str = "binary",
         n_diffusion_blocks: int = 3,
         anchors: dict[str, Sequence[str]] | None = None,
+        init_from_prior: bool = True,
     ):
         super().__init__(mdata)
         names = self.modalities
@@ -279,6 +284,7 @@ class SCDART(MultiModalModelBase):
             rna_transform=rna_transform,
             atac_transform=atac_transform,
             n_diffusion_blocks=n_diffusion_blocks,
+            init_from_prior=init_from_prior,
         )
         self._model_summary_string = (
             f"scDART: RNA {rna!r} ({n_genes} genes), ATAC {atac!r} ({n_peaks} peaks, "

@@ -15,6 +15,7 @@ of user-given anchor cells of both modalities together.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 
 import torch
 from scvi import REGISTRY_KEYS
@@ -130,7 +131,7 @@ class SharedEncoder(nn.Module):
     def __init__(self, n_input: int, n_output: int, n_hidden: Sequence[int], n_modalities=2):
         super().__init__()
         widths = [n_input, *n_hidden]
-        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(widths))
         self.norms = nn.ModuleList(
             ModalityBatchNorm(b, n_modalities, **BATCH_NORM_KWARGS) for b in widths[1:]
         )
@@ -178,6 +179,10 @@ class SCDARTModule(BaseModuleClass):
         ``diffusion`` tensors.
     mmd_bandwidths
         Gaussian-kernel bandwidths (variances) of the MMD.
+    init_from_prior
+        Initialise the gene-activity network so that its end-to-end linear weight is a
+        positive-semidefinite gene mix of the prior (see :meth:`_init_from_prior`); ``False``
+        keeps PyTorch's random initialisation, as the reference.
     """
 
     def __init__(
@@ -200,6 +205,7 @@ class SCDARTModule(BaseModuleClass):
         atac_transform: str = "binary",
         n_diffusion_blocks: int = 3,
         mmd_bandwidths: Sequence[float] = MMD_BANDWIDTHS,
+        init_from_prior: bool = True,
     ):
         super().__init__()
         self.n_genes, self.n_peaks, self.n_latent = int(n_genes), int(n_peaks), int(n_latent)
@@ -226,6 +232,39 @@ class SCDARTModule(BaseModuleClass):
         self.atac_transform = atac_transform
         self.n_diffusion_blocks = int(n_diffusion_blocks)
         self.mmd_bandwidths = tuple(float(s) for s in mmd_bandwidths)
+        if init_from_prior:
+            self._init_from_prior()
+
+    @torch.no_grad()
+    def _init_from_prior(self) -> None:
+        """Start the gene-activity network at a positive-semidefinite mix of the prior.
+
+        With ``Â`` the prior with rows scaled to unit sum, ``S`` a random genes → hidden map and
+        ``M = W_{L-1} ··· W_2 S``, the first layer is ``S Â`` and the last ``Mᵀ``: the
+        end-to-end linear weight ``Mᵀ M Â`` then links every gene positively to its own peaks
+        (a PSD matrix has a positive diagonal), so the pseudo-RNA of a gene starts out rising
+        with the accessibility of its linked peaks, as the measured RNA should. The reference
+        initialises at random, leaving the sign of every gene's relation to be found by the
+        MMD alone. Each layer keeps the norm of PyTorch's default initialisation.
+        """
+        linear = self.gene_activity.linear_layers
+        norms = [layer.weight.norm() for layer in linear]
+        values = torch.ones(self.prior_rows.numel())
+        counts = torch.bincount(self.prior_rows, minlength=self.n_genes).clamp_min(1)
+        prior = torch.zeros(self.n_genes, self.n_peaks)
+        prior[self.prior_rows, self.prior_cols] = values / counts[self.prior_rows]
+        if len(linear) == 1:
+            linear[0].weight.copy_(prior)
+        else:
+            gen = torch.Generator().manual_seed(int(torch.initial_seed() % 2**31))
+            mix = torch.randn(linear[0].out_features, self.n_genes, generator=gen)
+            linear[0].weight.copy_(mix @ prior)
+            chain = mix
+            for layer in linear[1:-1]:
+                chain = layer.weight @ chain
+            linear[-1].weight.copy_(chain.T)
+        for layer, norm in zip(linear, norms):
+            layer.weight.mul_(norm / layer.weight.norm().clamp_min(1e-12))
 
     # ------------------------------------------------------------------ inputs
     def transform_rna(self, x: torch.Tensor) -> torch.Tensor:
@@ -368,7 +407,7 @@ class SCDARTModule(BaseModuleClass):
         return {"z": inference_outputs["z"]}
 
     def generative(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
-        """scDART has no decoder; the latent is returned unchanged."""
+        """ScDART has no decoder; the latent is returned unchanged."""
         return {"z": z}
 
     def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:

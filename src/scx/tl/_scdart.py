@@ -174,6 +174,7 @@ def scdart(
     prior_penalty: str = "l1",
     prior_penalty_peaks: int | None = 2048,
     anchors: Mapping[str, Sequence[str]] | None = None,
+    init_from_prior: bool = True,
     ts: Sequence[int] = (30, 50, 70),
     diffusion_neighbors: int = 5,
     n_diffusion_components: int = 30,
@@ -231,6 +232,9 @@ def scdart(
         Model settings, see :class:`scx.model.SCDART` (reference defaults).
     lambda_anchor, prior_penalty, prior_penalty_peaks, rna_transform, atac_transform
         Model settings, see :class:`scx.model.SCDART`.
+    init_from_prior
+        Start the gene-activity network with every gene positively linked to its own peaks
+        (default); ``False`` initialises at random, as the reference.
     anchors
         ``{rna: cell names, atac: cell names}`` of cells expected to match across modalities
         (e.g. the earliest cells of a trajectory); adds the anchor loss.
@@ -372,6 +376,7 @@ def scdart(
         atac_transform=atac_transform,
         n_diffusion_blocks=len(ts),
         anchors=anchor_cells,
+        init_from_prior=init_from_prior,
     )
     model.train(
         max_epochs=max_epochs,
@@ -428,13 +433,14 @@ def scdart(
                 if prior_penalty_peaks is not None
                 else "all",
                 "anchors": anchor_cells is not None,
+                "init_from_prior": init_from_prior,
                 "ts": list(ts),
                 "diffusion_neighbors": diffusion_neighbors,
                 "n_diffusion_components": n_diffusion_components,
                 "n_pcs": n_pcs,
                 "rna_transform": rna_transform,
                 "atac_transform": atac_transform,
-                "max_epochs": int(len(next(iter(model.history_.values()))))
+                "max_epochs": len(next(iter(model.history_.values())))
                 if model.history_
                 else max_epochs or 0,
                 "batch_size": batch,
@@ -550,7 +556,7 @@ def pseudotime(
     root: str | None = None,
     *,
     groupby: str | None = None,
-    n_neighbors: int = 10,
+    n_neighbors: int = 30,
     n_dcs: int = 10,
     backbone: bool = True,
     backbone_neighbors: int = 15,
@@ -584,12 +590,15 @@ def pseudotime(
     use_rep
         Embedding to use (post-aligned scDART latent by default).
     root
-        Name of the root cell, or a label of ``.obs[groupby]``: the root is then the cell of
-        that label farthest (in diffusion pseudotime) from the cells of the other labels.
+        Name of the root cell, or a label of ``.obs[groupby]``: the root is then that label's
+        medoid (its cell nearest the label's mean in ``use_rep``).
     groupby
         ``.obs`` column with labels, needed when ``root`` is a label.
     n_neighbors
-        Neighbours of the DPT graph (10, as the reference's demo).
+        Neighbours of the DPT graph (30). The reference's demo uses 10 on its graphtools
+        graph; the post-aligned latent holds tight groups of cells averaged over the same
+        ``post_align_neighbors`` (10) neighbours, on which a 10-neighbour graph falls apart
+        into pieces, so the graph reaches past them.
     n_dcs
         Diffusion components of DPT.
     backbone
@@ -633,19 +642,11 @@ def pseudotime(
     sc.pp.neighbors(work, n_neighbors=n_neighbors, use_rep="X_rep", random_state=seed)
     sc.tl.diffmap(work, n_comps=max(n_dcs, 2) + 1)
     if root_index is None:
-        # provisional root: the cell nearest the centre of the other labels' cells
-        others = work.obsm["X_rep"][~root_mask]
-        centre = np.median(others, axis=0)
-        candidates = np.flatnonzero(~root_mask)
-        work.uns["iroot"] = int(candidates[np.argmin(((others - centre) ** 2).sum(1))])
-        sc.tl.dpt(work, n_dcs=n_dcs)
-        distance = work.obs["dpt_pseudotime"].to_numpy()
-        in_group = np.flatnonzero(root_mask)
-        root_index = int(
-            in_group[
-                np.nanargmax(np.where(np.isfinite(distance[in_group]), distance[in_group], -np.inf))
-            ]
-        )
+        # the label's medoid: robust to where the label's cells sit in the embedding
+        members = np.flatnonzero(root_mask)
+        points = work.obsm["X_rep"][members]
+        centre = points.mean(axis=0)
+        root_index = int(members[np.argmin(((points - centre) ** 2).sum(axis=1))])
     work.uns["iroot"] = root_index
     sc.tl.dpt(work, n_dcs=n_dcs)
     time = work.obs["dpt_pseudotime"].to_numpy(dtype=np.float64)
