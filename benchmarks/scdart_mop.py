@@ -91,7 +91,6 @@ def run_cca(rna, atac, prior, threads: int) -> dict:
     """CCA between log-normalised RNA and prior-based gene activity (ATAC × prior)."""
     _quiet(threads)
     from _baselines import cca_embeddings
-
     from scx._neighbors import knn_transfer
 
     binary = (atac.X > 0).astype(np.float32)
