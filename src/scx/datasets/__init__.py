@@ -7,6 +7,7 @@ from ._synthetic import (
     synthetic_linked_modalities,
     synthetic_multiome,
 )
+from ._trajectory import synthetic_trajectory
 
 __all__ = [
     "data_dir",
@@ -14,4 +15,5 @@ __all__ = [
     "synthetic_batches",
     "synthetic_linked_modalities",
     "synthetic_multiome",
+    "synthetic_trajectory",
 ]

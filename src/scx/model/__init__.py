@@ -1,10 +1,11 @@
 """scvi-tools model classes of every method."""
 
 from scx.portal import PORTAL
+from scx.scdart import SCDART
 from scx.scjoint import SCJOINT
 from scx.scmodal import SCMODAL
 from scx.scpairing import SCPAIRING
 
 from ._base import MultiModalModelBase
 
-__all__ = ["PORTAL", "SCJOINT", "SCMODAL", "SCPAIRING", "MultiModalModelBase"]
+__all__ = ["PORTAL", "SCDART", "SCJOINT", "SCMODAL", "SCPAIRING", "MultiModalModelBase"]

@@ -1,9 +1,20 @@
 """Tools: run a method on a MuData/AnnData and write its results muon-style."""
 
 from ._portal import portal
+from ._scdart import pseudotime, scdart
 from ._scjoint import scjoint
 from ._scmodal import impute, scmodal
 from ._scpairing import pair_cells, scpairing
 from ._transfer import transfer_labels
 
-__all__ = ["impute", "pair_cells", "portal", "scjoint", "scmodal", "scpairing", "transfer_labels"]
+__all__ = [
+    "impute",
+    "pair_cells",
+    "portal",
+    "pseudotime",
+    "scdart",
+    "scjoint",
+    "scmodal",
+    "scpairing",
+    "transfer_labels",
+]

@@ -1,0 +1,419 @@
+"""scDART networks and losses (pure torch).
+
+Zhang, Yang & Zhang, *scDART: integrating unmatched scRNA-seq and scATAC-seq data and learning
+cross-modality relationship simultaneously*, Genome Biology 23, 139 (2022).
+
+A gene-activity network maps ATAC peaks to pseudo-RNA genes; a shared encoder embeds RNA cells
+and the pseudo-RNA of ATAC cells into one latent space. Training keeps each modality's latent
+distances close to its diffusion distances (KL divergence between the normalised distance
+matrices of a mini-batch), pulls the two latent distributions together with a multi-bandwidth
+Gaussian MMD, and penalises the end-to-end linear peak → gene weight of the gene-activity
+network wherever the prior has no link. An optional anchor loss pulls the mean latent positions
+of user-given anchor cells of both modalities together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import pairwise
+
+import torch
+from scvi import REGISTRY_KEYS
+from scvi.module.base import BaseModuleClass, LossOutput
+from torch import nn
+
+from scx.nn import MLP
+
+#: The reference's 19 Gaussian-kernel bandwidths; ``sigma`` acts as a variance.
+MMD_BANDWIDTHS: tuple[float, ...] = (
+    1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1, 5, 10, 15, 20, 25, 30, 35, 100, 1e3, 1e4, 1e5, 1e6,
+)  # fmt: skip
+#: Registry key of the per-cell diffusion-map coordinates.
+DIFFUSION_KEY = "diffusion"
+#: The reference's BatchNorm settings.
+BATCH_NORM_KWARGS = {"momentum": 0.01, "eps": 1e-3}
+
+
+def squared_distances(z: torch.Tensor) -> torch.Tensor:
+    """Pairwise squared Euclidean distances inside a batch, clamped at 0 (no square root)."""
+    sq = (z * z).sum(dim=1)
+    return (sq[:, None] + sq[None, :] - 2.0 * z @ z.T).clamp_min(0.0)
+
+
+def diffusion_kl(z: torch.Tensor, diffusion: torch.Tensor, n_blocks: int = 1) -> torch.Tensor:
+    """KL(latent ‖ diffusion) between the batch's normalised distance matrices.
+
+    ``diffusion`` holds the batch cells' diffusion-map coordinates, one block per diffusion time,
+    each block already divided by the Frobenius norm of its full distance matrix; the diffusion
+    distance of a pair is the sum over blocks of the Euclidean distances. The latent distance is
+    the squared Euclidean distance, as in the reference.
+    """
+    latent = squared_distances(z)
+    target = diffusion_distances(diffusion, n_blocks)
+    q = latent / latent.sum().clamp_min(1e-12) + 1e-12
+    p = target / target.sum().clamp_min(1e-12) + 1e-12
+    return (q * (q.log() - p.log())).sum()
+
+
+def diffusion_distances(diffusion: torch.Tensor, n_blocks: int = 1) -> torch.Tensor:
+    """Sum over diffusion times of the Euclidean distances between rows of each block."""
+    blocks = diffusion.chunk(n_blocks, dim=1) if n_blocks > 1 else [diffusion]
+    out = None
+    for block in blocks:
+        d = squared_distances(block).sqrt()
+        out = d if out is None else out + d
+    return out
+
+
+def mmd(x: torch.Tensor, y: torch.Tensor, bandwidths: Sequence[float] = MMD_BANDWIDTHS):
+    """Biased multi-bandwidth Gaussian MMD, ``sqrt(cost² + 1e-9)`` as in the reference."""
+    sigmas = torch.as_tensor(bandwidths, dtype=x.dtype, device=x.device)
+
+    def kernel_mean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        sq = ((a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T).clamp_min(0.0)
+        return torch.exp(-sq[None] / (2.0 * sigmas[:, None, None])).sum(0).mean()
+
+    cost = kernel_mean(x, x) + kernel_mean(y, y) - 2.0 * kernel_mean(x, y)
+    return torch.sqrt(cost * cost + 1e-9)
+
+
+class ModalityBatchNorm(nn.Module):
+    """BatchNorm1d with shared affine parameters and running statistics per modality.
+
+    During training each modality's mini-batch is normalised by its own batch statistics (as
+    in the reference, where RNA and pseudo-RNA pass the shared encoder separately); the
+    running statistics are kept per modality, so evaluation-mode inference reproduces that
+    per-modality normalisation without depending on which cells are embedded together.
+    """
+
+    def __init__(self, n_features: int, n_modalities: int = 2, momentum: float = 0.01, eps=1e-3):
+        super().__init__()
+        self.momentum, self.eps = momentum, eps
+        self.weight = nn.Parameter(torch.ones(n_features))
+        self.bias = nn.Parameter(torch.zeros(n_features))
+        self.register_buffer("running_mean", torch.zeros(n_modalities, n_features))
+        self.register_buffer("running_var", torch.ones(n_modalities, n_features))
+
+    def reset_running_stats(self) -> None:
+        """Running statistics back to mean 0, variance 1 (all modalities)."""
+        self.running_mean.zero_()
+        self.running_var.fill_(1.0)
+        self._n_tracked = torch.zeros(self.running_mean.shape[0])
+
+    def forward(self, x: torch.Tensor, modality: int) -> torch.Tensor:
+        """Normalise ``x`` of modality index ``modality``."""
+        if self.training and self.momentum is None:
+            # cumulative average over the batches seen since the last reset (recalibration)
+            if not hasattr(self, "_n_tracked"):
+                self._n_tracked = torch.zeros(self.running_mean.shape[0])
+            self._n_tracked[modality] += 1
+            momentum = 1.0 / float(self._n_tracked[modality])
+        else:
+            momentum = self.momentum
+        return nn.functional.batch_norm(
+            x,
+            self.running_mean[modality],
+            self.running_var[modality],
+            self.weight,
+            self.bias,
+            training=self.training,
+            momentum=momentum if self.training else 0.0,
+            eps=self.eps,
+        )
+
+
+class SharedEncoder(nn.Module):
+    """scDART's encoder: ``[Linear → BatchNorm → LeakyReLU(0.2)]* → Linear``.
+
+    The BatchNorm layers keep running statistics per modality (see :class:`ModalityBatchNorm`).
+    """
+
+    def __init__(self, n_input: int, n_output: int, n_hidden: Sequence[int], n_modalities=2):
+        super().__init__()
+        widths = [n_input, *n_hidden]
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(widths))
+        self.norms = nn.ModuleList(
+            ModalityBatchNorm(b, n_modalities, **BATCH_NORM_KWARGS) for b in widths[1:]
+        )
+        self.activation = nn.LeakyReLU(0.2)
+        self.output = nn.Linear(widths[-1], n_output)
+
+    def forward(self, x: torch.Tensor, modality: int) -> torch.Tensor:
+        """Latent of a batch of modality index ``modality`` (0: RNA, 1: ATAC)."""
+        for linear, norm in zip(self.linears, self.norms):
+            x = self.activation(norm(linear(x), modality))
+        return self.output(x)
+
+
+class SCDARTModule(BaseModuleClass):
+    """scDART's gene-activity network, shared encoder and losses.
+
+    Parameters
+    ----------
+    n_genes, n_peaks
+        Widths of the RNA input and of the ATAC input.
+    prior_rows, prior_cols
+        Gene (row) and peak (column) index of every link of the binarised prior (genes × peaks).
+    n_latent
+        Latent dimensions (8, the reference class default).
+    n_hidden_gene_activity
+        Hidden widths of the gene-activity network (1024, 512: the reference's ``fit``).
+    n_hidden_encoder
+        Hidden widths of the encoder (512, 128: the reference's ``fit``).
+    lambda_dist, lambda_prior, lambda_mmd, lambda_anchor
+        Weights of the diffusion-distance, prior, MMD and anchor terms (1 each).
+    prior_penalty
+        ``"l1"`` (sum of absolute unlinked weights, the reference default) or ``"l2"``
+        (Frobenius norm of the unlinked weights).
+    prior_penalty_peaks
+        Peaks (columns of the end-to-end weight) drawn per step to estimate the prior penalty;
+        the estimate is scaled by ``n_peaks / prior_penalty_peaks`` and unbiased for ``"l1"``.
+        ``None`` (or at least ``n_peaks``) computes the exact penalty every step.
+    rna_transform
+        ``"log_normalize"`` (library size 100 then log1p, the reference's preprocessing) or
+        ``"none"``, applied to every RNA mini-batch.
+    atac_transform
+        ``"binary"`` (accessible or not, the reference's preprocessing) or ``"none"``.
+    n_diffusion_blocks
+        Number of diffusion times whose coordinate blocks are concatenated in the
+        ``diffusion`` tensors.
+    mmd_bandwidths
+        Gaussian-kernel bandwidths (variances) of the MMD.
+    init_from_prior
+        Initialise the gene-activity network so that its end-to-end linear weight is a
+        positive-semidefinite gene mix of the prior (see :meth:`_init_from_prior`); ``False``
+        keeps PyTorch's random initialisation, as the reference.
+    """
+
+    def __init__(
+        self,
+        n_genes: int,
+        n_peaks: int,
+        prior_rows: torch.Tensor,
+        prior_cols: torch.Tensor,
+        *,
+        n_latent: int = 8,
+        n_hidden_gene_activity: Sequence[int] = (1024, 512),
+        n_hidden_encoder: Sequence[int] = (512, 128),
+        lambda_dist: float = 1.0,
+        lambda_prior: float = 1.0,
+        lambda_mmd: float = 1.0,
+        lambda_anchor: float = 1.0,
+        prior_penalty: str = "l1",
+        prior_penalty_peaks: int | None = 2048,
+        rna_transform: str = "log_normalize",
+        atac_transform: str = "binary",
+        n_diffusion_blocks: int = 3,
+        mmd_bandwidths: Sequence[float] = MMD_BANDWIDTHS,
+        init_from_prior: bool = True,
+    ):
+        super().__init__()
+        self.n_genes, self.n_peaks, self.n_latent = int(n_genes), int(n_peaks), int(n_latent)
+        self.gene_activity = MLP(
+            n_peaks,
+            n_genes,
+            list(n_hidden_gene_activity),
+            activation="leaky_relu",
+            norm="batch",
+            bias=False,
+            activate_output=True,
+            batch_norm_kwargs=BATCH_NORM_KWARGS,
+        )
+        self.encoder = SharedEncoder(n_genes, n_latent, list(n_hidden_encoder))
+        self.register_buffer("prior_rows", torch.as_tensor(prior_rows, dtype=torch.long))
+        self.register_buffer("prior_cols", torch.as_tensor(prior_cols, dtype=torch.long))
+        self.lambda_dist = float(lambda_dist)
+        self.lambda_prior = float(lambda_prior)
+        self.lambda_mmd = float(lambda_mmd)
+        self.lambda_anchor = float(lambda_anchor)
+        self.prior_penalty = prior_penalty
+        self.prior_penalty_peaks = prior_penalty_peaks
+        self.rna_transform = rna_transform
+        self.atac_transform = atac_transform
+        self.n_diffusion_blocks = int(n_diffusion_blocks)
+        self.mmd_bandwidths = tuple(float(s) for s in mmd_bandwidths)
+        if init_from_prior:
+            self._init_from_prior()
+
+    @torch.no_grad()
+    def _init_from_prior(self) -> None:
+        """Start the gene-activity network at a positive-semidefinite mix of the prior.
+
+        With ``Â`` the prior with rows scaled to unit sum, ``S`` a random genes → hidden map and
+        ``M = W_{L-1} ··· W_2 S``, the first layer is ``S Â`` and the last ``Mᵀ``: the
+        end-to-end linear weight ``Mᵀ M Â`` then links every gene positively to its own peaks
+        (a PSD matrix has a positive diagonal), so the pseudo-RNA of a gene starts out rising
+        with the accessibility of its linked peaks, as the measured RNA should. The reference
+        initialises at random, leaving the sign of every gene's relation to be found by the
+        MMD alone. Each layer keeps the norm of PyTorch's default initialisation.
+        """
+        linear = self.gene_activity.linear_layers
+        norms = [layer.weight.norm() for layer in linear]
+        values = torch.ones(self.prior_rows.numel())
+        counts = torch.bincount(self.prior_rows, minlength=self.n_genes).clamp_min(1)
+        prior = torch.zeros(self.n_genes, self.n_peaks)
+        prior[self.prior_rows, self.prior_cols] = values / counts[self.prior_rows]
+        if len(linear) == 1:
+            linear[0].weight.copy_(prior)
+        else:
+            gen = torch.Generator().manual_seed(int(torch.initial_seed() % 2**31))
+            mix = torch.randn(linear[0].out_features, self.n_genes, generator=gen)
+            linear[0].weight.copy_(mix @ prior)
+            chain = mix
+            for layer in linear[1:-1]:
+                chain = layer.weight @ chain
+            linear[-1].weight.copy_(chain.T)
+        for layer, norm in zip(linear, norms):
+            layer.weight.mul_(norm / layer.weight.norm().clamp_min(1e-12))
+
+    # ------------------------------------------------------------------ inputs
+    def transform_rna(self, x: torch.Tensor) -> torch.Tensor:
+        """Dense, transformed RNA input of a batch."""
+        if x.layout != torch.strided:
+            x = x.to_dense()
+        if self.rna_transform == "log_normalize":
+            size = x.sum(dim=1, keepdim=True).clamp_min(1e-12)
+            x = torch.log1p(x / size * 100.0)
+        return x
+
+    def _atac_first_layer(self, x: torch.Tensor) -> torch.Tensor:
+        """First gene-activity layer; a sparse batch stays sparse for the product."""
+        weight = self.gene_activity.linear_layers[0].weight
+        if x.layout == torch.sparse_csr:
+            values = x.values()
+            if self.atac_transform == "binary":
+                values = (values > 0).to(weight.dtype)
+            x = torch.sparse_csr_tensor(
+                x.crow_indices(), x.col_indices(), values.to(weight.dtype), size=x.shape
+            )
+            return x @ weight.T
+        if x.layout != torch.strided:
+            x = x.to_dense()
+        if self.atac_transform == "binary":
+            x = (x > 0).to(weight.dtype)
+        return x @ weight.T
+
+    def gene_activity_of(self, x_atac: torch.Tensor) -> torch.Tensor:
+        """Pseudo-RNA (predicted gene activity) of a batch of ATAC cells."""
+        h = self._atac_first_layer(x_atac)
+        return self.gene_activity.layers[1:](h)
+
+    def encode_rna(self, x_rna: torch.Tensor) -> torch.Tensor:
+        """Latent of RNA cells."""
+        return self.encoder(self.transform_rna(x_rna), 0)
+
+    def encode_atac(self, x_atac: torch.Tensor) -> torch.Tensor:
+        """Latent of ATAC cells (through their pseudo-RNA)."""
+        return self.encoder(self.gene_activity_of(x_atac), 1)
+
+    # ------------------------------------------------------------------ prior
+    def end_to_end_weight(self, peaks: torch.Tensor | None = None) -> torch.Tensor:
+        """Product of the gene-activity Linear weights (genes × peaks, or × ``peaks``).
+
+        BatchNorm and activations are ignored, as in the reference's prior penalty.
+        """
+        linear = self.gene_activity.linear_layers
+        product = linear[-1].weight
+        for layer in reversed(linear[1:-1]):
+            product = product @ layer.weight
+        first = linear[0].weight if peaks is None else linear[0].weight[:, peaks]
+        return product @ first
+
+    def prior_loss(self, peaks: torch.Tensor | None = None) -> torch.Tensor:
+        """Penalty on end-to-end weights of gene/peak pairs the prior does not link.
+
+        With ``peaks`` the penalty over those columns is scaled up to all ``n_peaks`` columns.
+        """
+        weight = self.end_to_end_weight(peaks)
+        rows, cols = self.prior_rows, self.prior_cols
+        if peaks is not None:
+            position = torch.full((self.n_peaks,), -1, dtype=torch.long, device=weight.device)
+            position[peaks] = torch.arange(peaks.numel(), device=weight.device)
+            hit = position[cols] >= 0
+            rows, cols = rows[hit], position[cols[hit]]
+        linked = weight[rows, cols]
+        if self.prior_penalty == "l2":
+            total = (weight * weight).sum() - (linked * linked).sum()
+        else:
+            total = weight.abs().sum() - linked.abs().sum()
+        if peaks is not None:
+            total = total * (self.n_peaks / peaks.numel())
+        if self.prior_penalty == "l2":
+            return total.clamp_min(0.0).sqrt()
+        return total
+
+    def _penalty_peaks(self, device) -> torch.Tensor | None:
+        k = self.prior_penalty_peaks
+        if k is None or k >= self.n_peaks:
+            return None
+        return torch.randperm(self.n_peaks, device=device)[:k]
+
+    # ------------------------------------------------------------------ training
+    def training_loss(
+        self,
+        batch: dict[str, dict[str, torch.Tensor]],
+        rna: str,
+        atac: str,
+        anchors: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> LossOutput:
+        """All scDART terms on one RNA and one ATAC mini-batch.
+
+        ``anchors`` holds boolean masks of the anchor cells of the RNA and the ATAC batch; the
+        anchor term is 0 unless both batches hold at least two anchors.
+        """
+        rna_tensors, atac_tensors = batch[rna], batch[atac]
+        z_rna = self.encode_rna(rna_tensors[REGISTRY_KEYS.X_KEY])
+        z_atac = self.encode_atac(atac_tensors[REGISTRY_KEYS.X_KEY])
+        kl_rna = diffusion_kl(z_rna, rna_tensors[DIFFUSION_KEY], self.n_diffusion_blocks)
+        kl_atac = diffusion_kl(z_atac, atac_tensors[DIFFUSION_KEY], self.n_diffusion_blocks)
+        prior = self.prior_loss(self._penalty_peaks(z_rna.device))
+        alignment = mmd(z_atac, z_rna, self.mmd_bandwidths)
+        total = (
+            self.lambda_dist * (kl_rna + kl_atac)
+            + self.lambda_prior * prior
+            + self.lambda_mmd * alignment
+        )
+        metrics = {
+            "dist_rna": kl_rna.detach(),
+            "dist_atac": kl_atac.detach(),
+            "prior": prior.detach(),
+            "mmd": alignment.detach(),
+        }
+        if anchors is not None:
+            a_rna, a_atac = anchors
+            anchor = z_rna.new_zeros(())
+            if int(a_rna.sum()) >= 2 and int(a_atac.sum()) >= 2:
+                anchor = torch.linalg.vector_norm(z_atac[a_atac].mean(0) - z_rna[a_rna].mean(0))
+            total = total + self.lambda_anchor * anchor
+            metrics["anchor"] = anchor.detach()
+        metrics["loss"] = total.detach()
+        return LossOutput(
+            loss=total,
+            n_obs_minibatch=z_rna.shape[0] + z_atac.shape[0],
+            extra_metrics=metrics,
+        )
+
+    # ------------------------------------------------------------------ scvi interface
+    def _get_inference_input(self, tensors: dict[str, torch.Tensor], **kwargs) -> dict:
+        return {"x": tensors[REGISTRY_KEYS.X_KEY]}
+
+    def inference(self, x: torch.Tensor, modality: str = "rna") -> dict[str, torch.Tensor]:
+        """Latent of a batch of cells of one modality (``"rna"`` or ``"atac"``)."""
+        if modality == "atac":
+            return {"z": self.encode_atac(x)}
+        return {"z": self.encode_rna(x)}
+
+    def _get_generative_input(self, tensors, inference_outputs, **kwargs) -> dict:
+        return {"z": inference_outputs["z"]}
+
+    def generative(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """ScDART has no decoder; the latent is returned unchanged."""
+        return {"z": z}
+
+    def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
+        """Not used: scDART's losses need a batch of both modalities (see ``training_loss``)."""
+        raise NotImplementedError("scDART trains on pairs of batches; use `training_loss`.")
+
+    def sample(self, *args, **kwargs):
+        """Not available: scDART is not a probabilistic generative model."""
+        raise NotImplementedError("scDART has no likelihood to sample from.")
