@@ -139,9 +139,11 @@ sc.pl.umap(both, color=["modality", "cell_type"], wspace=0.4)""",
         """## Pair them
 
 `pair_cells` matches the two sets one-to-one, maximising the summed cosine similarity of the
-pairs, and never forms a pair below `cutoff` (0.8, the reference's value). At this size the
-exact dense solver runs; larger inputs switch automatically to a sparse candidate graph (see the
-method page).""",
+pairs, and never forms a pair below `cutoff` (0.8, the reference's value). With 5,155 × 5,155
+cells (26.6 million possible pairs, above the 25 million threshold) `method="auto"` picks the
+sparse solver: candidate partners are each cell's 10 most similar cells of the other modality,
+in both directions, and the dense matrix is never built. The exact dense solver of the
+reference (`method="exact"`) is compared below.""",
     ),
     (
         "code",
@@ -156,6 +158,20 @@ print("true partner (over all held-out cells):", round((table.rna == table.atac)
 print("cell-type agreement of the pairs:",
       round((types_rna[table.rna].to_numpy() == types_atac[table.atac].to_numpy()).mean(), 4))
 paired.obs["scpairing_similarity"].plot.hist(bins=40, title="similarity of the pairs");""",
+    ),
+    (
+        "code",
+        """exact = scx.tl.pair_cells(model, rna_only, atac_only, cutoff=0.8, method="exact")
+summary = {}
+for name, result in {"sparse (auto)": paired, "exact": exact}.items():
+    t = result.uns["scpairing_pairs"]
+    summary[name] = {
+        "pairs": len(t),
+        "summed similarity": t.similarity.sum(),
+        "true partner": (t.rna == t.atac).sum() / rna_only.n_obs,
+        "cell-type agreement": (types_rna[t.rna].to_numpy() == types_atac[t.atac].to_numpy()).mean(),
+    }
+pd.DataFrame(summary).T""",
     ),
     (
         "md",
@@ -173,11 +189,10 @@ cells, and in random pairs (no information).""",
     ),
     (
         "code",
-        """X = sparse.csr_matrix(rna_only.X, dtype=np.float64)
+        """X = sparse.csr_matrix(rna_only.X, dtype=np.float64, copy=True)
 X = sparse.diags(1e4 / np.maximum(np.asarray(X.sum(1)).ravel(), 1)) @ X
 X.data = np.log1p(X.data)
-A = sparse.csr_matrix(atac_only.X)
-A.data[:] = 1.0
+A = (atac_only.X > 0).astype(np.float32)  # binarised copy; atac_only itself stays as is
 activity = (A @ sparse.csr_matrix(mdata["rna"].varm["gene_region"]).T).tocsc()
 ok = (np.asarray((X > 0).mean(0)).ravel() >= 0.01) & (np.asarray((activity > 0).mean(0)).ravel() >= 0.01)
 G = X[:, ok].toarray()
