@@ -266,7 +266,7 @@ def main() -> None:
         from nbclient import NotebookClient
 
         NotebookClient(
-            nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}
+            nb, timeout=3600, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}
         ).execute()
     nbf.write(nb, args.out)
     print(f"wrote {args.out}")
