@@ -15,7 +15,7 @@ import scx
 from conftest import QUIET, assert_unchanged, snapshot
 from scx.data import ModalitySource, MultiModalDataModule
 from scx.scpairing import SCPAIRING, match_embeddings, nearest_neighbour_pairs
-from scx.scpairing._inputs import apply_input, fit_lsi
+from scx.scpairing._inputs import apply_input, fit_lsi, fit_pca
 
 
 @pytest.fixture(autouse=True)
@@ -216,6 +216,10 @@ def test_computed_inputs_project_new_cells_like_the_bridge():
     mu.atac.tl.lsi(atac, n_comps=5)
     corr = np.abs(np.corrcoef(coords.T, atac.obsm["X_lsi"].T)[:5, 5:]).diagonal()
     assert (corr > 0.99).all()
+    # with a gene selection, new cells are still normalised over all their genes, as the bridge
+    coords, transform = fit_pca(bridge["rna"], n_comps=6, n_top_genes=60)
+    assert len(transform["features"]) == 60
+    assert np.allclose(apply_input(transform, bridge["rna"]), coords, atol=1e-3)
     # features missing in new cells
     rna_new = mdata["rna"][300:, :50].copy()
     with pytest.raises(ValueError, match="lacks"):

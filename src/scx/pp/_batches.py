@@ -95,9 +95,16 @@ def shared_highly_variable_genes(
     return genes
 
 
-def log_normalize(X, target_sum: float = 1e4):
-    """Library-size normalisation to ``target_sum`` and log1p, sparse in, sparse out."""
-    totals = np.asarray(X.sum(axis=1)).ravel()
+def log_normalize(X, target_sum: float | None = 1e4):
+    """Library-size normalisation to ``target_sum`` and log1p, sparse in, sparse out.
+
+    ``target_sum=None`` uses the median total of the cells with any counts. Cells without
+    counts stay zero.
+    """
+    totals = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
+    if target_sum is None:
+        positive = totals[totals > 0]
+        target_sum = float(np.median(positive)) if positive.size else 1.0
     scale = np.divide(
         target_sum, totals, out=np.zeros_like(totals, dtype=np.float64), where=totals > 0
     )

@@ -26,19 +26,23 @@ from scipy import sparse
 from scipy.sparse.linalg import svds
 
 from scx import _validation as v
+from scx.pp._batches import log_normalize
 
 Preprocess = Literal["pca", "lsi", "none"]
 
 
+def _check_features(adata: AnnData, features: list[str], *, where: str) -> None:
+    missing = _index(features).difference(adata.var_names)
+    if len(missing):
+        raise ValueError(
+            f"{where} lacks {len(missing)} of the {len(features)} features the bridge's "
+            f"projection uses (e.g. {list(missing[:5])}); pass cells measured on those features."
+        )
+
+
 def _matrix(adata: AnnData, layer: str | None, features: list[str] | None, *, where: str):
     if features is not None and not adata.var_names.equals(_index(features)):
-        missing = _index(features).difference(adata.var_names)
-        if len(missing):
-            raise ValueError(
-                f"{where} lacks {len(missing)} of the {len(features)} features the bridge's "
-                f"projection uses (e.g. {list(missing[:5])}); pass cells measured on those "
-                "features."
-            )
+        _check_features(adata, features, where=where)
         adata = adata[:, features]
     X = v.get_matrix(adata, layer)
     return sparse.csr_matrix(X, dtype=np.float64) if sparse.issparse(X) else np.asarray(X, float)
@@ -48,17 +52,6 @@ def _index(features):
     import pandas as pd
 
     return pd.Index(features)
-
-
-def _log_normalise(X, target_sum: float):
-    totals = np.asarray(X.sum(axis=1)).ravel()
-    factors = target_sum / np.maximum(totals, 1e-12)
-    if sparse.issparse(X):
-        X = sparse.diags(factors) @ X
-        X = X.tocsr()
-        X.data = np.log1p(X.data)
-        return X
-    return np.log1p(X * factors[:, None])
 
 
 def fit_pca(
@@ -71,7 +64,7 @@ def fit_pca(
 ) -> tuple[np.ndarray, dict]:
     """Log-normalised PCA of RNA counts through scanpy; returns coordinates and projection."""
     X = _matrix(adata, layer, None, where="The RNA modality")
-    work = AnnData(X=_log_normalise(X, 1e4))
+    work = AnnData(X=log_normalize(X, 1e4))
     work.var_names = adata.var_names.astype(str)
     if n_top_genes < work.n_vars:
         sc.pp.highly_variable_genes(work, n_top_genes=n_top_genes, flavor="seurat")
@@ -168,12 +161,17 @@ def fit_input(
 
 def apply_input(transform: dict, adata: AnnData, *, where: str = "`adata`") -> np.ndarray:
     """Project new cells with a projection fitted by :func:`fit_input`."""
-    X = _matrix(adata, transform["layer"], transform["features"], where=where)
     kind = transform["kind"]
     if kind == "pca":
-        Y = _log_normalise(X, transform["target_sum"])
+        # library sizes over all of the cells' genes (as on the bridge), then the PCA genes
+        _check_features(adata, transform["features"], where=where)
+        X = _matrix(adata, transform["layer"], None, where=where)
+        Y = log_normalize(X, transform["target_sum"])
+        Y = Y[:, adata.var_names.get_indexer(_index(transform["features"]))]
         out = Y @ transform["loadings"] - transform["mean"] @ transform["loadings"]
-    elif kind == "lsi":
+        return np.asarray(out, dtype=np.float32)
+    X = _matrix(adata, transform["layer"], transform["features"], where=where)
+    if kind == "lsi":
         Y = _tfidf(X, np.asarray(transform["idf"]), transform["scale_factor"])
         u = (Y @ transform["components"]) / transform["singular_values"]
         out = (u - transform["mean"]) / transform["std"]
