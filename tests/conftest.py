@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scvi
+import torch
 from scipy import sparse
 
 import scx
@@ -14,6 +15,9 @@ mudata.set_options(pull_on_update=False)
 scvi.settings.verbosity = 30
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", category=FutureWarning, module="mudata")
+# The test networks are tiny: one intra-op thread is fastest, and on a busy machine spinning
+# OpenMP threads make each step many times slower.
+torch.set_num_threads(1)
 
 #: Trainer settings that keep the tests quiet.
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False}

@@ -17,15 +17,6 @@ from scx.tl._scdart import resolve_prior
 SMALL = {"n_hidden_gene_activity": (256, 128), "n_hidden_encoder": (128, 64), **QUIET}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the tiny networks run faster on one thread than with two contending ones
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def trajectory(seed: int = 0, n_cells: int = 600) -> mudata.MuData:
     return scx.datasets.synthetic_trajectory(n_cells, 150, seed=seed)
 
@@ -40,7 +31,6 @@ def earliest(mdata: mudata.MuData, n: int = 10) -> dict:
 
 @pytest.fixture(scope="session")
 def trained():
-    torch.set_num_threads(1)
     mdata = trajectory()
     model = scx.tl.scdart(
         mdata,

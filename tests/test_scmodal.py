@@ -15,16 +15,6 @@ from scx.scmodal import SCMODAL, SCMODALModule, mutual_nearest_neighbors, resolv
 FAST = {"n_hidden": 64, "max_steps": 200, "batch_size": 128, **QUIET}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: these tiny networks gain nothing from more, and on a loaded
-    machine spinning threads make each step many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_linked(seed: int = 0, **kwargs) -> mudata.MuData:
     params = {"n_rna": 400, "n_prot": 400, "n_genes": 200, "n_proteins": 20, "n_types": 4}
     return scx.datasets.synthetic_linked_modalities(**{**params, "n_links": 6, **kwargs}, seed=seed)

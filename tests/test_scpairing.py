@@ -18,15 +18,6 @@ from scx.scpairing import SCPAIRING, match_embeddings, nearest_neighbour_pairs
 from scx.scpairing._inputs import apply_input, fit_lsi, fit_pca
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny networks: one thread avoids oversubscription on a shared 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_paired(n: int = 1000, seed: int = 0) -> tuple[ad.AnnData, ad.AnnData]:
     """Two modalities of the same cells: different non-linear views of a shared cell state."""
     rng = np.random.default_rng(seed)
@@ -50,7 +41,6 @@ REPS = {"rna": "X_pca", "atac": "X_lsi"}
 @pytest.fixture(scope="module")
 def trained():
     """Bridge of 600 paired cells; 400 held-out cells per modality act as unpaired data."""
-    torch.set_num_threads(1)
     rna, atac = make_paired()
     bridge = md.MuData({"rna": rna[:600].copy(), "atac": atac[:600].copy()})
     model = scx.tl.scpairing(bridge, use_rep=REPS, max_epochs=40, batch_size=200, seed=0, **QUIET)
