@@ -14,6 +14,7 @@ from scipy import sparse
 from scvi import settings
 
 from scx import _validation as v
+from scx.pp._batches import log_normalize
 from scx.scmodal import SCMODAL
 from scx.scmodal._links import MIN_LINKS, Links, resolve_links
 from scx.scmodal._model import check_batch_size, check_settings
@@ -28,17 +29,7 @@ MIN_LINKED_TARGET = 20.0
 
 def _normalize_log(X, target_sum: float | None) -> sparse.csr_matrix:
     """Library-size normalisation of a block to ``target_sum`` (median total if None), log1p."""
-    X = sparse.csr_matrix(X, dtype=np.float32)
-    totals = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
-    if target_sum is None:
-        positive = totals[totals > 0]
-        target_sum = float(np.median(positive)) if positive.size else 1.0
-    scale = np.divide(target_sum, totals, out=np.zeros_like(totals), where=totals > 0).astype(
-        np.float32
-    )
-    X = sparse.csr_matrix(sparse.diags(scale) @ X, dtype=np.float32)
-    X.data = np.log1p(X.data)
-    return X
+    return log_normalize(sparse.csr_matrix(X, dtype=np.float32), target_sum)
 
 
 def _unlinked_features(adata: AnnData, counts, linked: pd.Index, n_top: int, name: str) -> pd.Index:
