@@ -35,7 +35,7 @@ def transfer_accuracy(mdata: mudata.MuData, other: str = "prot", key: str = "X_s
 
 
 @pytest.fixture(scope="module")
-def linked_run(one_thread):
+def linked_run():
     """One scMODAL run on generated RNA + protein with 6 of 20 proteins linked."""
     mdata = make_linked()
     model = scx.tl.scmodal(mdata, "rna", "prot", links=protein_to_gene(mdata), **FAST)
