@@ -6,12 +6,7 @@ needs ``pip install nbformat nbclient ipykernel`` in the scx environment and the
 (``SCX_DATA_DIR`` or ``../shared/data``).
 """
 
-import argparse
-from pathlib import Path
-
-import nbformat as nbf
-
-HERE = Path(__file__).resolve().parent
+from _notebook import main
 
 CELLS = [
     (
@@ -245,29 +240,5 @@ reloaded.predict(new_cells, modality="atac", min_confidence=0.5).head()""",
 ]
 
 
-def build() -> nbf.NotebookNode:
-    notebook = nbf.v4.new_notebook()
-    notebook.cells = [
-        nbf.v4.new_markdown_cell(src) if kind == "md" else nbf.v4.new_code_cell(src)
-        for kind, src in CELLS
-    ]
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
-    return notebook
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--execute", action="store_true")
-    args = parser.parse_args()
-    notebook = build()
-    if args.execute:
-        from nbclient import NotebookClient
-
-        NotebookClient(
-            notebook, timeout=1800, resources={"metadata": {"path": str(HERE)}}
-        ).execute()
-    nbf.write(notebook, HERE / "scjoint_mop.ipynb")
-
-
 if __name__ == "__main__":
-    main()
+    main(CELLS, "scjoint_mop.ipynb", __doc__)

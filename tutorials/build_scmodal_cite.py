@@ -6,12 +6,7 @@ needs ``pip install nbformat nbclient ipykernel`` in the scx environment and the
 (``SCX_DATA_DIR`` or ``../shared/data``).
 """
 
-import argparse
-from pathlib import Path
-
-import nbformat as nbf
-
-HERE = Path(__file__).resolve().parent
+from _notebook import main
 
 CELLS = [
     (
@@ -239,35 +234,5 @@ np.abs(
 ]
 
 
-def build() -> nbf.NotebookNode:
-    nb = nbf.v4.new_notebook()
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    nb.cells = [
-        nbf.v4.new_markdown_cell(text) if kind == "md" else nbf.v4.new_code_cell(text)
-        for kind, text in CELLS
-    ]
-    return nb
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--execute", action="store_true")
-    parser.add_argument("--out", default=str(HERE / "scmodal_cite.ipynb"))
-    args = parser.parse_args()
-    nb = build()
-    if args.execute:
-        from nbclient import NotebookClient
-
-        NotebookClient(
-            nb, timeout=3600, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}
-        ).execute()
-    nbf.write(nb, args.out)
-    print(f"wrote {args.out}")
-
-
 if __name__ == "__main__":
-    main()
+    main(CELLS, "scmodal_cite.ipynb", __doc__, timeout=3600)
