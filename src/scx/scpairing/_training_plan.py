@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import math
 
 import torch
 
 from scx.train import AdversarialTrainingPlan
-
-logger = logging.getLogger(__name__)
 
 
 class SCPairingTrainingPlan(AdversarialTrainingPlan):
@@ -104,14 +101,7 @@ class SCPairingTrainingPlan(AdversarialTrainingPlan):
             self.toggle_optimizer(opt_g)
         outputs = self.module.adversarial_forward(batch, step)
         loss_g, terms = self.module.generator_loss(outputs, step)
-        if torch.isfinite(loss_g):
-            opt_g.zero_grad(set_to_none=True)
-            self.manual_backward(loss_g)
-            if self.clip_norm is not None:
-                self.clip_gradients(opt_g, self.clip_norm, "norm")
-            opt_g.step()
-        else:
-            logger.warning("Non-finite scPairing loss at step %d; update skipped.", step)
+        self._generator_update(opt_g, loss_g, step)
         metrics = {"loss": loss_g.detach(), **terms}
         if opt_d is not None:
             self.untoggle_optimizer(opt_g)

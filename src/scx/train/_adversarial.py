@@ -118,6 +118,17 @@ class AdversarialTrainingPlan(EpochMeanLoggingMixin, TrainingPlan):
     def _n_obs(self, batch: dict) -> int:
         return sum(next(iter(tensors.values())).shape[0] for tensors in batch.values())
 
+    def _generator_update(self, opt_g, loss_g: torch.Tensor, step: int) -> None:
+        """Back-propagate and apply the generator loss; skip a non-finite one with a warning."""
+        if not torch.isfinite(loss_g):
+            logger.warning("Non-finite generator loss at step %d; update skipped.", step)
+            return
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(loss_g)
+        if self.clip_norm is not None:
+            self.clip_gradients(opt_g, self.clip_norm, "norm")
+        opt_g.step()
+
     def training_step(self, batch, batch_idx):
         """Discriminator step(s), then one generator step, on the same forward pass."""
         opt_g, opt_d = self.optimizers()
@@ -136,14 +147,7 @@ class AdversarialTrainingPlan(EpochMeanLoggingMixin, TrainingPlan):
 
         self.toggle_optimizer(opt_g)
         loss_g, terms = self.module.generator_loss(outputs, step)
-        if torch.isfinite(loss_g):
-            opt_g.zero_grad(set_to_none=True)
-            self.manual_backward(loss_g)
-            if self.clip_norm is not None:
-                self.clip_gradients(opt_g, self.clip_norm, "norm")
-            opt_g.step()
-        else:
-            logger.warning("Non-finite generator loss at step %d; update skipped.", step)
+        self._generator_update(opt_g, loss_g, step)
         self.untoggle_optimizer(opt_g)
         self.generator_step += 1
         self.accumulate(
