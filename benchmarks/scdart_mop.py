@@ -17,8 +17,9 @@ SNARE-seq setting ``lambda_mmd=10``, Seurat-v3-style CCA (30 components) on log-
 and prior-based gene activity, and scx scJoint with its defaults (gene activity from the mm10
 table). The prior is the shipped ``rna.varm["gene_region"]`` (gene body + 2 kb upstream).
 
-Run: ``python benchmarks/scdart_mop.py [--max-epochs 40] [--threads 1]``. Timings are for the
-given thread count.
+Run: ``python benchmarks/scdart_mop.py [--max-epochs 60] [--threads 1]`` (without
+``--max-epochs``: scDART's default schedule, ≈ 2,000 steps); ``--skip-*`` leaves peers out.
+Timings are for the given thread count.
 """
 
 from __future__ import annotations
