@@ -65,13 +65,43 @@ def diffusion_distances(diffusion: torch.Tensor, n_blocks: int = 1) -> torch.Ten
     return out
 
 
+class _GaussianKernelMean(torch.autograd.Function):
+    """Mean over a squared-distance matrix of ``Σ_c exp(c · sq)``, ``c = −1/(2σ)``, in one pass.
+
+    Autograd through ``exp(−sq[None] / (2σ)).sum(0).mean()`` keeps a bandwidths × n × m tensor
+    for each of the forward division, the exponential and their backward passes. Here one
+    bandwidth at a time is exponentiated into a reused buffer, and the derivative
+    ``Σ_c c · exp(c · sq)`` is accumulated alongside, so the backward pass is one product.
+    The value and gradient are the same; only the summation order differs.
+    """
+
+    @staticmethod
+    def forward(ctx, sq: torch.Tensor, coefficients: tuple[float, ...]) -> torch.Tensor:
+        buffer = torch.empty_like(sq)
+        total = torch.zeros_like(sq)
+        derivative = torch.zeros_like(sq) if ctx.needs_input_grad[0] else None
+        for c in coefficients:
+            torch.mul(sq, c, out=buffer).exp_()
+            total.add_(buffer)
+            if derivative is not None:
+                derivative.add_(buffer, alpha=c)
+        if derivative is not None:
+            ctx.save_for_backward(derivative)
+        return total.mean()
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        (derivative,) = ctx.saved_tensors
+        return derivative * (grad_output / derivative.numel()), None
+
+
 def mmd(x: torch.Tensor, y: torch.Tensor, bandwidths: Sequence[float] = MMD_BANDWIDTHS):
     """Biased multi-bandwidth Gaussian MMD, ``sqrt(cost² + 1e-9)`` as in the reference."""
-    sigmas = torch.as_tensor(bandwidths, dtype=x.dtype, device=x.device)
+    coefficients = tuple(-1.0 / (2.0 * float(s)) for s in bandwidths)
 
     def kernel_mean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         sq = ((a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T).clamp_min(0.0)
-        return torch.exp(-sq[None] / (2.0 * sigmas[:, None, None])).sum(0).mean()
+        return _GaussianKernelMean.apply(sq, coefficients)
 
     cost = kernel_mean(x, x) + kernel_mean(y, y) - 2.0 * kernel_mean(x, y)
     return torch.sqrt(cost * cost + 1e-9)
@@ -313,11 +343,10 @@ class SCDARTModule(BaseModuleClass):
         BatchNorm and activations are ignored, as in the reference's prior penalty.
         """
         linear = self.gene_activity.linear_layers
-        product = linear[-1].weight
-        for layer in reversed(linear[1:-1]):
-            product = product @ layer.weight
         first = linear[0].weight if peaks is None else linear[0].weight[:, peaks]
-        return product @ first
+        weights = [layer.weight for layer in reversed(linear[1:])] + [first]
+        # multi_dot picks the cheapest multiplication order (same product)
+        return torch.linalg.multi_dot(weights) if len(weights) > 1 else first
 
     def prior_loss(self, peaks: torch.Tensor | None = None) -> torch.Tensor:
         """Penalty on end-to-end weights of gene/peak pairs the prior does not link.
