@@ -226,6 +226,42 @@ def test_losses():
     assert float(diffusion_kl(torch.randn(50, 4), coords)) > 0.01
 
 
+def test_relative_prior_penalty_ignores_layer_scale():
+    """BatchNorm makes each layer's scale free: the absolute penalty falls when a layer shrinks,
+    the relative one does not, and it is 0 only when all weight lies on the links."""
+    from scx.scdart import SCDARTModule
+
+    torch.manual_seed(0)
+    rows, cols = torch.arange(6), torch.arange(6) * 2
+    kwargs = {"n_hidden_gene_activity": (16, 8), "n_hidden_encoder": (8,)}
+    absolute = SCDARTModule(6, 12, rows, cols, prior_penalty_peaks=None, **kwargs)
+    relative = SCDARTModule(
+        6, 12, rows, cols, prior_penalty="relative_l1", prior_penalty_peaks=None, **kwargs
+    )
+    relative.load_state_dict(absolute.state_dict())
+    x = (torch.rand(32, 12) > 0.5).float()
+    before = absolute.gene_activity_of(x), absolute.prior_loss(), relative.prior_loss()
+    for module in (absolute, relative):
+        module.gene_activity.linear_layers[0].weight.data.mul_(0.5)
+    after = absolute.gene_activity_of(x), absolute.prior_loss(), relative.prior_loss()
+    # the same function up to BatchNorm's eps
+    torch.testing.assert_close(before[0], after[0], atol=0.05, rtol=0.05)
+    assert float(after[1]) == pytest.approx(0.5 * float(before[1]), rel=1e-4)
+    assert float(after[2]) == pytest.approx(float(before[2]), rel=1e-4)
+    assert 0.5 < float(before[2]) < 1.0
+    # a network whose end-to-end weight lies on the links only: penalty 0
+    single = SCDARTModule(
+        6,
+        12,
+        rows,
+        cols,
+        prior_penalty="relative_l1",
+        n_hidden_gene_activity=(),
+        n_hidden_encoder=(8,),
+    )
+    assert float(single.prior_loss()) == pytest.approx(0.0, abs=1e-6)
+
+
 # ---------------------------------------------------------------------------- bad input
 def _assert_fails(mdata, match, **kwargs):
     before = snapshot(mdata)
@@ -269,6 +305,7 @@ def test_bad_counts_and_arguments():
         anchors={"rna": ["x", "y"], "atac": ["atac0", "atac1"]},
     )
     _assert_fails(mdata, "`rna='x'`", prior="peak_prior", rna="x")
+    _assert_fails(mdata, "prior_penalty", prior="peak_prior", prior_penalty="l3")
 
 
 def test_pseudotime_bad_root(trained):

@@ -173,7 +173,10 @@ class SCDART(MultiModalModelBase):
     lambda_dist, lambda_prior, lambda_mmd, lambda_anchor
         Loss weights (1 each, as in the reference).
     prior_penalty
-        ``"l1"`` (the reference default) or ``"l2"``.
+        ``"l1"`` (the reference default), ``"l2"``, or ``"relative_l1"``: the share of the
+        end-to-end weight off the prior's links, which, unlike the other two, cannot be
+        lowered by shrinking layers that a BatchNorm follows (see
+        :class:`~scx.scdart.SCDARTModule`).
     prior_penalty_peaks
         Peaks drawn per step for an unbiased estimate of the prior penalty (2048); ``None``
         computes it over all peaks every step (the reference; costs genes × peaks × 1024 per
@@ -251,8 +254,10 @@ class SCDART(MultiModalModelBase):
             )
         self.rna, self.atac = rna, atac
         v.check_positive_int(n_latent, argname="n_latent")
-        if prior_penalty not in ("l1", "l2"):
-            raise ValueError(f"`prior_penalty` must be 'l1' or 'l2', got {prior_penalty!r}.")
+        if prior_penalty not in ("l1", "l2", "relative_l1"):
+            raise ValueError(
+                f"`prior_penalty` must be 'l1', 'l2' or 'relative_l1', got {prior_penalty!r}."
+            )
         if rna_transform not in ("log_normalize", "none"):
             raise ValueError(
                 f"`rna_transform` must be 'log_normalize' or 'none', got {rna_transform!r}."

@@ -193,8 +193,14 @@ class SCDARTModule(BaseModuleClass):
     lambda_dist, lambda_prior, lambda_mmd, lambda_anchor
         Weights of the diffusion-distance, prior, MMD and anchor terms (1 each).
     prior_penalty
-        ``"l1"`` (sum of absolute unlinked weights, the reference default) or ``"l2"``
-        (Frobenius norm of the unlinked weights).
+        ``"l1"`` (sum of absolute unlinked weights, the reference default), ``"l2"``
+        (Frobenius norm of the unlinked weights) or ``"relative_l1"`` (the share of the
+        absolute end-to-end weight that lies off the prior's links, between 0 and 1). Every
+        Linear layer of the gene-activity network is followed by BatchNorm, so the network's
+        output does not change when a layer's weight is scaled; ``"l1"`` and ``"l2"`` can
+        therefore be lowered by shrinking every layer without moving any weight onto the
+        links, whereas ``"relative_l1"`` is unchanged by that and only falls when the weight
+        moves onto the links.
     prior_penalty_peaks
         Peaks (columns of the end-to-end weight) drawn per step to estimate the prior penalty;
         the estimate is scaled by ``n_peaks / prior_penalty_peaks`` and unbiased for ``"l1"``.
@@ -351,7 +357,8 @@ class SCDARTModule(BaseModuleClass):
     def prior_loss(self, peaks: torch.Tensor | None = None) -> torch.Tensor:
         """Penalty on end-to-end weights of gene/peak pairs the prior does not link.
 
-        With ``peaks`` the penalty over those columns is scaled up to all ``n_peaks`` columns.
+        With ``peaks`` the penalty over those columns is scaled up to all ``n_peaks`` columns
+        (``"relative_l1"``: the share over those columns).
         """
         weight = self.end_to_end_weight(peaks)
         rows, cols = self.prior_rows, self.prior_cols
@@ -363,6 +370,10 @@ class SCDARTModule(BaseModuleClass):
         linked = weight[rows, cols]
         if self.prior_penalty == "l2":
             total = (weight * weight).sum() - (linked * linked).sum()
+        elif self.prior_penalty == "relative_l1":
+            # scale-free: the BatchNorm after every layer makes the weights' scale arbitrary
+            everything = weight.abs().sum()
+            return (everything - linked.abs().sum()) / everything.clamp_min(1e-12)
         else:
             total = weight.abs().sum() - linked.abs().sum()
         if peaks is not None:
