@@ -45,6 +45,10 @@ SCDART_VARIANTS = {
     "mmd10": ("scDART lambda_mmd=10 (reference SNARE)", {"lambda_mmd": 10.0}),
     "reference-init": ("scDART reference init (init_from_prior=False)", {"init_from_prior": False}),
     "relative": ("scDART prior_penalty='relative_l1'", {"prior_penalty": "relative_l1"}),
+    "reference-scripts": (
+        "scDART n_latent=4, lambda_mmd=10 (reference SNARE script)",
+        {"n_latent": 4, "lambda_mmd": 10.0},
+    ),
 }
 
 

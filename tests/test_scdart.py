@@ -306,6 +306,7 @@ def test_bad_counts_and_arguments():
     )
     _assert_fails(mdata, "`rna='x'`", prior="peak_prior", rna="x")
     _assert_fails(mdata, "prior_penalty", prior="peak_prior", prior_penalty="l3")
+    _assert_fails(mdata, "rna_transform", prior="peak_prior", rna_transform="log")
 
 
 def test_pseudotime_bad_root(trained):

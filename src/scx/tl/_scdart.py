@@ -290,6 +290,14 @@ def scdart(
     ):
         v.check_positive_int(value, argname=argname)
     v.check_positive_int(n_pcs, argname="n_pcs", minimum=2)
+    # choices the model checks too, but only after the (slow) diffusion step
+    for argname, value, choices in (
+        ("prior_penalty", prior_penalty, ("l1", "l2", "relative_l1")),
+        ("rna_transform", rna_transform, ("log_normalize", "none")),
+        ("atac_transform", atac_transform, ("binary", "none")),
+    ):
+        if value not in choices:
+            raise ValueError(f"`{argname}` must be one of {choices}, got {value!r}.")
     if max_epochs is not None:
         v.check_positive_int(max_epochs, argname="max_epochs")
     if (
