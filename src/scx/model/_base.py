@@ -256,6 +256,16 @@ class MultiModalModelBase(BaseModelClass):
         """The registered AnnData that holds ``modality``'s cells."""
         return self.sources[modality].manager.adata
 
+    def _for_each_modality(self, method, adata: AnnData | None, **kwargs) -> dict[str, Any]:
+        """``{modality: method(modality=modality, **kwargs)}`` over the registered modalities.
+
+        Backs the ``modality=None`` form of per-modality methods, where new cells (``adata``)
+        would be ambiguous.
+        """
+        if adata is not None:
+            raise ValueError("Pass `modality=` with `adata` to say which modality it holds.")
+        return {m: method(modality=m, **kwargs) for m in self.modalities}
+
     def categorical_mapping(self, modality: str, registry_key: str) -> np.ndarray:
         """Category codes → values of a registered categorical field of ``modality``."""
         manager = self.sources[modality].manager

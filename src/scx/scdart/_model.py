@@ -483,9 +483,7 @@ class SCDART(MultiModalModelBase):
         """
         self._check_if_trained(warn=True)
         if modality is None:
-            if adata is not None:
-                raise ValueError("Pass `modality=` together with `adata`.")
-            return {m: self.get_latent_representation(modality=m) for m in self.modalities}
+            return self._for_each_modality(self.get_latent_representation, adata)
         if modality not in self.modalities:
             raise ValueError(f"`modality={modality!r}` is not one of {self.modalities}.")
         fn = self.module.encode_rna if modality == self.rna else self.module.encode_atac

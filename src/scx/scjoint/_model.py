@@ -352,12 +352,9 @@ class SCJOINT(MultiModalModelBase):
         """
         self._check_if_trained(warn=True)
         if modality is None:
-            if adata is not None:
-                raise ValueError("Pass `modality=` with `adata` to say which modality it holds.")
-            return {
-                m: self.get_latent_representation(modality=m, normalize=normalize)
-                for m in self.modalities
-            }
+            return self._for_each_modality(
+                self.get_latent_representation, adata, normalize=normalize
+            )
         X = self._input_matrix(modality, adata)
         self.module.eval()
         k = self.module.modalities.index(modality)

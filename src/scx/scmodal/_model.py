@@ -318,9 +318,7 @@ class SCMODAL(MultiModalModelBase):
         """
         self._check_if_trained(warn=True)
         if modality is None:
-            if adata is not None:
-                raise ValueError("Pass `modality=` with `adata` to say which modality it holds.")
-            return {m: self.get_latent_representation(modality=m) for m in self.modalities}
+            return self._for_each_modality(self.get_latent_representation, adata)
         side = self._side(modality)
         return self._map(self._input_matrix(modality, adata), side, None, batch_size)
 
