@@ -183,3 +183,151 @@ def clean_params(params: Mapping[str, Any]) -> dict[str, Any]:
             value = os.fspath(value)
         cleaned[key] = value
     return cleaned
+
+
+# ---------------------------------------------------------------------------- settings
+# Each model declares one checker per setting (``_setting_checks``); the tools call them before
+# any work and the model's ``__init__``/``train`` call the same ones, so a setting's constraint is
+# written once. A checker takes ``(value, argname)`` and raises a ValueError or returns None.
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | np.number) and not isinstance(value, bool | np.bool_)
+
+
+def positive_int(minimum: int = 1):
+    """Checker: an integer ≥ ``minimum``."""
+
+    def check(value: Any, argname: str) -> None:
+        check_positive_int(value, argname=argname, minimum=minimum)
+
+    check.__doc__ = f"an integer ≥ {minimum}"
+    return check
+
+
+def number(*, low: float | None = None, high: float | None = None, low_open: bool = False):
+    """Checker: a finite number in ``[low, high]`` (``(low, high]`` when ``low_open``)."""
+
+    def check(value: Any, argname: str) -> None:
+        ok = _is_number(value) and np.isfinite(value)
+        if ok and low is not None:
+            ok = value > low if low_open else value >= low
+        if ok and high is not None:
+            ok = value <= high
+        if not ok:
+            raise ValueError(f"`{argname}` must be {describe}, got {value!r}.")
+
+    if low is None and high is None:
+        describe = "a finite number"
+    elif high is None:
+        describe = f"a finite number {'>' if low_open else '≥'} {low:g}"
+    else:
+        describe = f"a number in {'(' if low_open else '['}{low:g}, {high:g}]"
+    check.__doc__ = describe
+    return check
+
+
+#: A loss weight: finite and ≥ 0 (NaN or a negative weight silently ruins training).
+weight = number(low=0)
+#: A learning rate or other strictly positive quantity.
+positive = number(low=0, low_open=True)
+
+
+def fraction(*, low_open: bool = True):
+    """Checker: a number in (0, 1] (or [0, 1])."""
+
+    def check(value: Any, argname: str) -> None:
+        check_fraction(value, argname=argname, low_open=low_open)
+
+    return check
+
+
+def choice(*values: Any):
+    """Checker: one of ``values``."""
+
+    def check(value: Any, argname: str) -> None:
+        if not any(value is v or (type(value) is type(v) and value == v) for v in values):
+            raise ValueError(f"`{argname}` must be one of {list(values)}, got {value!r}.")
+
+    return check
+
+
+def boolean(value: Any, argname: str) -> None:
+    """Checker: ``True`` or ``False``."""
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"`{argname}` must be True or False, got {value!r}.")
+
+
+def optional(checker):
+    """Checker: ``None`` or what ``checker`` accepts."""
+
+    def check(value: Any, argname: str) -> None:
+        if value is not None:
+            checker(value, argname)
+
+    return check
+
+
+def sequence_of(checker, *, min_length: int = 0):
+    """Checker: a list or tuple (not a string) whose items ``checker`` accepts."""
+
+    def check(value: Any, argname: str) -> None:
+        if isinstance(value, str | bytes) or not isinstance(value, list | tuple | np.ndarray):
+            raise ValueError(f"`{argname}` must be a list, got {value!r}.")
+        if len(value) < min_length:
+            raise ValueError(
+                f"`{argname}` must have at least {min_length} items, got {list(value)!r}."
+            )
+        for k, item in enumerate(value):
+            checker(item, f"{argname}[{k}]")
+
+    return check
+
+
+def one_or_sequence_of(checker):
+    """Checker: one value or a list of values that ``checker`` accepts."""
+
+    def check(value: Any, argname: str) -> None:
+        if isinstance(value, list | tuple):
+            sequence_of(checker, min_length=1)(value, argname)
+        else:
+            checker(value, argname)
+
+    return check
+
+
+def run_checks(checks: Mapping[str, Any], values: Mapping[str, Any]) -> None:
+    """Apply ``checks[name]`` to every ``values[name]`` that has a checker."""
+    for name, value in values.items():
+        checker = checks.get(name)
+        if checker is not None:
+            checker(value, name)
+
+
+def check_per_modality(value: Any, modalities: Iterable[str], *, argname: str) -> dict:
+    """Expand a setting given once or as ``{modality: value}``; unknown modality keys fail."""
+    modalities = list(modalities)
+    if isinstance(value, Mapping):
+        unknown = [k for k in value if k not in modalities]
+        if unknown:
+            raise ValueError(
+                f"`{argname}` names modalities {unknown} that are not used here; the modalities "
+                f"are {modalities}. Fix the key (a typo?) or give one value for all."
+            )
+        return {m: value.get(m) for m in modalities}
+    return dict.fromkeys(modalities, value)
+
+
+def check_unique_names(adata: AnnData, *, where: str) -> None:
+    """Cell and feature names must be unique (features are matched by name)."""
+    for axis, names, fix in (
+        ("cell", adata.obs_names, "obs_names_make_unique()"),
+        ("feature", adata.var_names, "var_names_make_unique()"),
+    ):
+        if not names.is_unique:
+            dup = names[names.duplicated()].unique()
+            raise ValueError(
+                f"{where} has {len(dup)} duplicated {axis} names (e.g. {list(dup[:3])}); "
+                f"features and cells are matched by name, so duplicates would be silently "
+                f"misaligned. Call `.{fix}` on it first (and `mdata.update()` for a MuData)."
+            )

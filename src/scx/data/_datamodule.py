@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import lightning.pytorch as pl
 import numpy as np
@@ -26,12 +26,15 @@ class ModalitySource:
     (several datasets over the same genes) gives one source per category, all sharing one
     manager. ``features`` optionally replaces the registered input (``X``) by an array with one
     row per row of the AnnData, e.g. cells already mapped into another dataset's space by an
-    earlier training stage.
+    earlier training stage. ``extras`` adds per-cell training data that is not part of the
+    registered inputs (``{batch key: array with one row per row of the AnnData}``), such as
+    diffusion coordinates, pseudo-labels or anchor flags.
     """
 
     manager: AnnDataManager
     indices: np.ndarray
     features: np.ndarray | None = None
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_obs(self) -> int:
@@ -40,11 +43,8 @@ class ModalitySource:
 
 
 class _IndexedDataset(Dataset):
-    """A modality's torch dataset whose batches also carry the row indices (``ind_x``).
-
-    The indices let a training plan look up per-cell state that is not in the AnnData, such as
-    scJoint's stage-3 pseudo-labels.
-    """
+    """A modality's torch dataset whose batches also carry the row indices (``ind_x``) and the
+    source's per-cell ``extras``."""
 
     def __init__(self, source: ModalitySource, load_sparse_tensor: bool):
         keys = list(source.manager.data_registry)
@@ -54,6 +54,7 @@ class _IndexedDataset(Dataset):
             data_and_attributes=keys, load_sparse_tensor=load_sparse_tensor
         )
         self.features = source.features
+        self.extras = source.extras
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -62,6 +63,8 @@ class _IndexedDataset(Dataset):
         batch = self.dataset[indices] if self.dataset.keys_and_dtypes else {}
         if self.features is not None:
             batch[REGISTRY_KEYS.X_KEY] = np.asarray(self.features[indices], dtype=np.float32)
+        for key, values in self.extras.items():
+            batch[key] = np.asarray(values[indices])
         batch[REGISTRY_KEYS.INDICES_KEY] = np.asarray(indices, dtype=np.int64)[:, None]
         return batch
 

@@ -14,7 +14,7 @@ from scvi import REGISTRY_KEYS, settings
 
 from scx import _validation as v
 from scx.data import ModalitySource
-from scx.model._base import MultiModalModelBase
+from scx.base import MultiModalModelBase
 from scx.train import AdversarialTrainingPlan
 
 from ._module import QUERY, REFERENCE, PORTALModule

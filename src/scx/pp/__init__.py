@@ -1,6 +1,6 @@
-"""Preprocessing: peaks → genes (gene activity, peak–gene priors) and a shared PCA."""
+"""Preprocessing: peaks → genes (gene activity, peak–gene priors), shared PCA, fitted transforms."""
 
-from ._batches import JointPCA, joint_pca, log_normalize, shared_highly_variable_genes
+from ._batches import JointPCA, joint_pca, shared_highly_variable_genes
 from ._genomic import (
     gene_activity,
     normalize_chrom,
@@ -9,14 +9,32 @@ from ._genomic import (
     read_annotation,
 )
 from ._shared_pca import SharedPCA, fit_shared_pca, shared_pca
+from ._transforms import (
+    apply_transform,
+    feature_transform,
+    fit_lsi,
+    fit_pca,
+    gene_activity_transform,
+    log_blocks_transform,
+    log_normalize,
+    median_library_size,
+    pca_transform,
+)
 
 __all__ = [
     "JointPCA",
     "SharedPCA",
+    "apply_transform",
+    "feature_transform",
+    "fit_lsi",
+    "fit_pca",
     "fit_shared_pca",
     "gene_activity",
+    "gene_activity_transform",
     "joint_pca",
+    "log_blocks_transform",
     "log_normalize",
+    "median_library_size",
     "normalize_chrom",
     "peak_coordinates",
     "peak_gene_prior",

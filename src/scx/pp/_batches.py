@@ -21,6 +21,7 @@ from scipy import sparse
 from scx import _validation as v
 
 from ._shared_pca import SharedPCA, fit_shared_pca
+from ._transforms import log_normalize, pca_transform
 
 logger = logging.getLogger(__name__)
 
@@ -95,26 +96,6 @@ def shared_highly_variable_genes(
     return genes
 
 
-def log_normalize(X, target_sum: float | None = 1e4):
-    """Library-size normalisation to ``target_sum`` and log1p, sparse in, sparse out.
-
-    ``target_sum=None`` uses the median total of the cells with any counts. Cells without
-    counts stay zero.
-    """
-    totals = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
-    if target_sum is None:
-        positive = totals[totals > 0]
-        target_sum = float(np.median(positive)) if positive.size else 1.0
-    scale = np.divide(
-        target_sum, totals, out=np.zeros_like(totals, dtype=np.float64), where=totals > 0
-    )
-    if sparse.issparse(X):
-        X = sparse.csr_matrix(sparse.diags(scale.astype(np.float32)) @ X, dtype=np.float32)
-        X.data = np.log1p(X.data)
-        return X
-    return np.log1p(np.asarray(X, dtype=np.float32) * scale[:, None].astype(np.float32))
-
-
 @dataclass
 class JointPCA:
     """The preprocessing of several datasets into one joint PCA space.
@@ -132,6 +113,20 @@ class JointPCA:
     genes: pd.Index
     pca: SharedPCA
     embeddings: dict[str, np.ndarray]
+
+    def transforms(self, layer: str | None = None) -> dict[str, dict]:
+        """``{dataset: "pca" transform}`` that maps each dataset's counts like the fit did."""
+        return {
+            name: pca_transform(
+                self.genes,
+                self.pca.loadings,
+                self.pca.means[k],
+                self.pca.scales[k],
+                target_sum=1e4,
+                layer=layer,
+            )
+            for k, name in enumerate(self.embeddings)
+        }
 
 
 def joint_pca(

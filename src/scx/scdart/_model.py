@@ -17,7 +17,7 @@ from scvi.train import TrainingPlan
 
 from scx import _validation as v
 from scx.data import MultiModalDataModule
-from scx.model._base import MultiModalModelBase
+from scx.base import MultiModalModelBase
 from scx.train import EpochMeanLoggingMixin
 
 from ._diffusion import post_align

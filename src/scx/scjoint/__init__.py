@@ -2,7 +2,7 @@
 
 from ._model import SCJOINT
 from ._module import SCJOINTModule, center_loss, cosine_top_p_loss, nndr_loss
-from ._training_plan import SCJOINTTrainingPlan
+from ._tool import scjoint
 
 #: Settings that reproduce the reference implementation where scx improves on it by default
 #: (pass as ``scx.tl.scjoint(mdata, **REFERENCE_SETTINGS)``): genes fed directly (no shared
@@ -18,8 +18,8 @@ __all__ = [
     "REFERENCE_SETTINGS",
     "SCJOINT",
     "SCJOINTModule",
-    "SCJOINTTrainingPlan",
     "center_loss",
     "cosine_top_p_loss",
     "nndr_loss",
+    "scjoint",
 ]

@@ -1,28 +1,42 @@
-"""scJoint model: registration, the three-stage training, embeddings and label transfer."""
+"""scJoint model: inputs, the three-stage training, embeddings and label transfer."""
 
 from __future__ import annotations
 
 import logging
+import os
 import warnings
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import torch
 from anndata import AnnData
 from mudata import MuData
-from scipy import sparse
-from scvi import REGISTRY_KEYS, settings
+from scvi import REGISTRY_KEYS
 
+from scx import _validation as v
 from scx._neighbors import knn, vote
-from scx.model._base import MultiModalModelBase
+from scx.base import MultiModalModelBase
+from scx.data import ModalitySource
+from scx.pp import apply_transform, gene_activity_transform, peak_coordinates, peak_gene_prior
 from scx.pp._shared_pca import fit_shared_pca
+from scx.train import LossTrainingPlan
 
-from ._module import InputTransform, NNDRVariant, SCJOINTModule, transform_matrix
-from ._training_plan import SCJOINTTrainingPlan
+from ._module import (
+    PSEUDO_LABEL_KEY,
+    InputTransform,
+    NNDRVariant,
+    SCJOINTModule,
+    transform_matrix,
+)
 
 logger = logging.getLogger(__name__)
+
+#: Fewer shared genes than this between RNA and gene activity triggers a warning.
+MIN_SHARED_GENES_WARNING = 200
+#: Column of the view's reference ``obs`` holding the labels.
+LABEL_COLUMN = "label"
 
 
 class SCJOINT(MultiModalModelBase):
@@ -33,15 +47,19 @@ class SCJOINT(MultiModalModelBase):
 
     1. encoder and classifier trained with NNDR on both modalities, the cosine top-``p``
        alignment of ATAC onto RNA, cross-entropy on RNA labels and an L1 penalty;
-    2. kNN label transfer (``n_neighbors`` = 30) from RNA to ATAC in the normalised embedding;
+    2. kNN label transfer (``n_neighbors``) from RNA to ATAC in the normalised embedding;
     3. a fresh network trained again with the stage-2 pseudo-labels as ATAC targets plus a
        center loss on both modalities; the final labels are the kNN transfer of this embedding.
+
+    Build it with :func:`scx.tl.scjoint`, or register gene-level data yourself with
+    :meth:`setup_mudata` (``labels_key`` on the reference) and call the class.
 
     Parameters
     ----------
     mdata
         MuData registered with :meth:`setup_mudata` (or an AnnData registered with
-        :meth:`setup_anndata`); the reference modality must have labels.
+        :meth:`setup_anndata`); the reference modality must have labels, every modality the
+        same genes in the same order.
     reference
         The labelled modality (RNA); every other registered modality is a query.
     n_latent
@@ -73,6 +91,11 @@ class SCJOINT(MultiModalModelBase):
         L1 penalty weight (0.1).
     dropout
         Dropout between hidden layers (only with ``n_hidden``).
+    n_neighbors
+        Neighbours of the kNN label transfer, for the stage-2 pseudo-labels and for
+        :meth:`predict` (30).
+    seed
+        Seed of the weight initialisation.
 
     Examples
     --------
@@ -84,9 +107,208 @@ class SCJOINT(MultiModalModelBase):
     >>> predictions = model.predict()
     """
 
+    _method_name = "scJoint"
     _module_cls = SCJOINTModule
-    _training_plan_cls = SCJOINTTrainingPlan
+    _training_plan_cls = LossTrainingPlan
+    _data_init_args = ("reference",)
+    _setting_checks = {
+        "n_latent": v.positive_int(),
+        "n_hidden": v.optional(v.sequence_of(v.positive_int())),
+        "input_transform": v.choice("binary", "log1p", "none"),
+        "n_pcs": v.optional(v.positive_int()),
+        "modality_norm": v.boolean,
+        "nndr": v.choice("code", "paper"),
+        "p": v.fraction(),
+        "center_weight": v.weight,
+        "learn_centers": v.boolean,
+        "l1_weight": v.weight,
+        "dropout": v.number(low=0, high=0.95),
+        "n_neighbors": v.positive_int(),
+        "max_epochs": v.optional(v.positive_int()),
+        "max_steps": v.optional(v.positive_int()),
+        "stage3_epochs": v.optional(v.positive_int(minimum=0)),
+        "lr": v.positive,
+        "lr_stage3": v.optional(v.positive),
+        "lr_decay_epochs": v.positive_int(),
+        "batch_size": v.positive_int(minimum=2),
+        "steps_per_epoch": v.optional(v.positive_int()),
+        "stage3_init": v.choice("fresh", "warm"),
+        "pseudo_label_min_confidence": v.fraction(low_open=False),
+        "replacement": v.boolean,
+        "train_size": v.fraction(),
+        "validation_size": v.optional(v.fraction(low_open=False)),
+    }
 
+    # ------------------------------------------------------------------ inputs
+    @classmethod
+    def _check_inputs(
+        cls,
+        data: MuData,
+        *,
+        settings: Mapping[str, Any],
+        modalities: Sequence[str] = ("rna", "atac"),
+        labels_key: str = "cell_type",
+        layer: str | dict[str, str | None] | None = None,
+        annotation: pd.DataFrame | str | os.PathLike | None = None,
+        gene_activity_kwargs: dict | None = None,
+    ) -> None:
+        """Every check of the data and data arguments, before any work."""
+        v.check_mudata(data, argname="data")
+        rna, atac = _two_modalities(modalities)
+        layers = v.check_per_modality(layer, [rna, atac], argname="layer")
+        rna_adata = v.check_modality(data, rna, argname="modalities[0]")
+        atac_adata = v.check_modality(data, atac, argname="modalities[1]")
+        labels = v.check_obs_key(
+            rna_adata, labels_key, argname="labels_key", where=f" of modality {rna!r}"
+        )
+        v.check_labels(labels, argname="labels_key", where=f" in modality {rna!r}")
+        for name, adata in ((rna, rna_adata), (atac, atac_adata)):
+            v.check_unique_names(adata, where=f"Modality {name!r}")
+            X = v.get_matrix(adata, layers[name], argname="layer")
+            v.check_counts(X, argname=f"data.mod[{name!r}] (layer={layers[name]!r})")
+        if gene_activity_kwargs is not None and annotation is None:
+            raise ValueError(
+                "`gene_activity_kwargs` only applies with `annotation=` (peaks → gene activity); "
+                "drop it or pass `annotation`."
+            )
+        if annotation is None and not len(rna_adata.var_names.intersection(atac_adata.var_names)):
+            raise ValueError(_no_shared_genes_message(rna, atac, rna_adata, atac_adata))
+        batch_size = settings.get("batch_size", 256)
+        for name, adata in ((rna, rna_adata), (atac, atac_adata)):
+            if adata.n_obs < batch_size:
+                raise ValueError(
+                    f"Modality {name!r} has {adata.n_obs} cells, fewer than `batch_size="
+                    f"{batch_size}`; pass `batch_size` ≤ {adata.n_obs}."
+                )
+
+    @classmethod
+    def _fit_inputs(
+        cls,
+        data: MuData,
+        *,
+        seed: int,
+        modalities: Sequence[str] = ("rna", "atac"),
+        labels_key: str = "cell_type",
+        layer: str | dict[str, str | None] | None = None,
+        annotation: pd.DataFrame | str | os.PathLike | None = None,
+        gene_activity_kwargs: dict | None = None,
+    ) -> dict:
+        """Genes shared by RNA and ATAC gene activity (computed from peaks when needed).
+
+        Parameters
+        ----------
+        data
+            MuData with an RNA and an ATAC modality whose cells need not match.
+        modalities
+            The RNA (labelled) and ATAC (query) modalities, in this order.
+        labels_key
+            Column of the RNA modality's ``.obs`` with the cell types to transfer.
+        layer
+            Layer with counts, once for both or ``{modality: layer}``; ``None`` uses ``.X``.
+        annotation
+            Gene annotation (DataFrame, gene table path or GTF) to turn ATAC peaks into gene
+            activity: the counts of the peaks overlapping each gene body plus 2 kb upstream
+            (:func:`scx.pp.peak_gene_prior`). Leave ``None`` when the ATAC modality already
+            holds gene activity over gene names.
+        gene_activity_kwargs
+            Region settings of :func:`scx.pp.peak_gene_prior` (e.g. ``upstream``).
+        """
+        rna, atac = _two_modalities(modalities)
+        layers = v.check_per_modality(layer, [rna, atac], argname="layer")
+        rna_adata, atac_adata = data.mod[rna], data.mod[atac]
+        transforms = {}
+        if annotation is not None:
+            links = peak_gene_prior(
+                atac_adata, rna_adata.var_names, annotation, **(gene_activity_kwargs or {})
+            )
+            has_peaks = np.diff(links.indptr) > 0
+            genes = rna_adata.var_names[has_peaks]
+            transforms[atac] = gene_activity_transform(
+                links[np.flatnonzero(has_peaks)],
+                atac_adata.var_names,
+                genes,
+                layer=layers[atac],
+            )
+        else:
+            genes = rna_adata.var_names[rna_adata.var_names.isin(atac_adata.var_names)]
+        if len(genes) == 0:
+            raise ValueError(
+                f"No gene of modality {rna!r} has ATAC gene activity; check that the annotation "
+                "matches the RNA gene names and the genome build of the peaks."
+            )
+        if len(genes) < MIN_SHARED_GENES_WARNING:
+            warnings.warn(
+                f"Only {len(genes)} genes are shared by RNA and ATAC gene activity; scJoint's "
+                "embedding will be weak.",
+                UserWarning,
+                stacklevel=4,
+            )
+        return {
+            "args": {
+                "modalities": [rna, atac],
+                "labels_key": labels_key,
+                "layer": layers,
+                "annotation": _describe(annotation),
+                "gene_activity_kwargs": dict(gene_activity_kwargs or {}),
+            },
+            "genes": list(genes),
+            "transforms": transforms,
+            "init": {"reference": rna},
+        }
+
+    @classmethod
+    def _build_view(cls, data: MuData, state: Mapping) -> MuData:
+        """RNA and ATAC gene activity over the shared genes, labels on the RNA cells."""
+        rna, atac = state["args"]["modalities"]
+        layers = state["args"]["layer"]
+        genes = pd.Index(state["genes"])
+        v.check_mudata(data, argname="adata")
+        for m in (rna, atac):
+            v.check_modality(data, m, argname="modalities")
+        labels = v.check_obs_key(
+            data.mod[rna], state["args"]["labels_key"], argname="labels_key", where=f" of {rna!r}"
+        )
+        views = {}
+        for m in (rna, atac):
+            adata = data.mod[m]
+            transform = state["transforms"].get(m)
+            if transform is not None:
+                X, layer_name = apply_transform(transform, adata, where=f"modality {m!r}"), None
+            else:
+                layer_name = layers[m]
+                X = v.get_matrix(adata, layer_name)
+                if not adata.var_names.equals(genes):
+                    X = X[:, _positions(adata.var_names, genes, m)]
+            obs = pd.DataFrame(index=adata.obs_names.copy())
+            if m == rna:
+                obs[LABEL_COLUMN] = labels.astype(str).to_numpy()
+            var = pd.DataFrame(index=genes.copy())
+            # the matrix keeps its layer name, so new cells are read from the same layer
+            views[m] = (
+                AnnData(X=X, obs=obs, var=var)
+                if layer_name is None
+                else AnnData(obs=obs, var=var, layers={layer_name: X})
+            )
+        with warnings.catch_warnings():
+            # both modalities carry the same gene names by design
+            warnings.filterwarnings("ignore", message="var_names are not unique")
+            return MuData(views)
+
+    @classmethod
+    def _register_view(cls, view: MuData, state: Mapping) -> None:
+        rna, atac = state["args"]["modalities"]
+        layers = state["args"]["layer"]
+        transforms = state["transforms"]
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="var_names are not unique")
+            cls.setup_mudata(
+                view,
+                modalities=[rna, atac],
+                layer={m: None if m in transforms else layers[m] for m in (rna, atac)},
+                labels_key={rna: LABEL_COLUMN},
+            )
+
+    # ------------------------------------------------------------------ construction
     def __init__(
         self,
         mdata: MuData | AnnData,
@@ -102,13 +324,12 @@ class SCJOINT(MultiModalModelBase):
         learn_centers: bool = True,
         l1_weight: float = 0.1,
         dropout: float = 0.0,
+        n_neighbors: int = 30,
+        seed: int = 0,
     ):
         super().__init__(mdata)
-        if reference not in self.sources:
-            raise ValueError(
-                f"`reference={reference!r}` is not a registered modality; registered: "
-                f"{self.modalities}."
-            )
+        self.check_settings(**{k: val for k, val in locals().items() if k != "self"})
+        self._check_modality(reference, "reference")
         self.reference = reference
         self.queries = [m for m in self.modalities if m != reference]
         if not self.queries:
@@ -127,8 +348,6 @@ class SCJOINT(MultiModalModelBase):
                 f"The reference {reference!r} has {len(self.labels_)} label class; scJoint needs "
                 "at least two."
             )
-        if n_pcs is not None and n_pcs < 1:
-            raise ValueError(f"`n_pcs` must be None or a positive integer, got {n_pcs}.")
         if n_pcs is not None and n_pcs >= len(genes):
             warnings.warn(
                 f"`n_pcs={n_pcs}` is not below the number of genes ({len(genes)}); using "
@@ -137,22 +356,26 @@ class SCJOINT(MultiModalModelBase):
                 stacklevel=2,
             )
             n_pcs = len(genes) - 1
-        self.module = self._module_cls(
-            n_input=len(genes),
-            n_labels=len(self.labels_),
-            modalities=self.modalities,
-            n_latent=n_latent,
-            n_hidden=list(n_hidden or []),
-            input_transform=input_transform,
-            n_pcs=n_pcs,
-            modality_norm=modality_norm,
-            nndr=nndr,
-            p=p,
-            center_weight=center_weight,
-            learn_centers=learn_centers,
-            l1_weight=l1_weight,
-            dropout=dropout,
-        )
+        self.n_neighbors = n_neighbors
+        self.seed = seed
+        with self._seeded(seed):
+            self.module = self._module_cls(
+                n_input=len(genes),
+                n_labels=len(self.labels_),
+                modalities=self.modalities,
+                reference=reference,
+                n_latent=n_latent,
+                n_hidden=list(n_hidden or []),
+                input_transform=input_transform,
+                n_pcs=n_pcs,
+                modality_norm=modality_norm,
+                nndr=nndr,
+                p=p,
+                center_weight=center_weight,
+                learn_centers=learn_centers,
+                l1_weight=l1_weight,
+                dropout=dropout,
+            )
         self._model_summary_string = (
             f"scJoint: reference {reference!r} ({len(self.labels_)} labels), queries "
             f"{self.queries}, {len(genes)} genes, n_latent {n_latent}, input {input_transform}, "
@@ -164,7 +387,8 @@ class SCJOINT(MultiModalModelBase):
     # ------------------------------------------------------------------ training
     def train(
         self,
-        max_epochs: int = 20,
+        max_epochs: int | None = None,
+        max_steps: int | None = None,
         stage3_epochs: int | None = None,
         *,
         lr: float = 0.01,
@@ -172,7 +396,6 @@ class SCJOINT(MultiModalModelBase):
         lr_decay_epochs: int = 20,
         batch_size: int = 256,
         steps_per_epoch: int | None = None,
-        n_neighbors: int = 30,
         stage3_init: Literal["fresh", "warm"] = "fresh",
         pseudo_label_min_confidence: float = 0.5,
         replacement: bool = True,
@@ -180,7 +403,7 @@ class SCJOINT(MultiModalModelBase):
         validation_size: float | None = None,
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
-        datamodule_kwargs: dict | None = None,
+        seed: int | None = None,
         **trainer_kwargs,
     ) -> None:
         """Run stage 1, the kNN pseudo-labelling and stage 3.
@@ -189,8 +412,10 @@ class SCJOINT(MultiModalModelBase):
         ----------
         max_epochs
             Epochs of stage 1 (20 in the reference).
+        max_steps
+            Steps of stage 1 instead of ``max_epochs`` (rounded up to whole epochs).
         stage3_epochs
-            Epochs of stage 3; defaults to ``max_epochs``; 0 stops after stage 1.
+            Epochs of stage 3; defaults to the length of stage 1; 0 stops after stage 1.
         lr
             SGD learning rate of stage 1 (0.01).
         lr_stage3
@@ -201,8 +426,6 @@ class SCJOINT(MultiModalModelBase):
             Cells per modality per step on each device (256).
         steps_per_epoch
             Steps per epoch; defaults to the reference's ⌊query cells / batch_size⌋.
-        n_neighbors
-            Neighbours of the stage-2 kNN pseudo-labelling.
         stage3_init
             ``"fresh"`` re-initialises the network for stage 3 (reference), ``"warm"`` continues
             from stage 1.
@@ -216,72 +439,111 @@ class SCJOINT(MultiModalModelBase):
             Split of each modality's cells into training and validation (validation losses
             appear in ``history``).
         accelerator, devices
-            Lightning accelerator and devices, e.g. ``accelerator="gpu", devices=4,
-            strategy="ddp"`` for several GPUs.
-        datamodule_kwargs
-            Extra arguments of :class:`~scx.data.MultiModalDataModule`.
+            Lightning accelerator and devices, e.g. ``accelerator="gpu", devices=4`` with
+            ``strategy="ddp"`` in the trainer options.
+        seed
+            Seed of sampling and dropout; defaults to the model's ``seed``.
         **trainer_kwargs
-            Passed to :class:`scvi.train.Trainer` (e.g. ``strategy``, ``gradient_clip_val``,
-            ``enable_progress_bar``).
+            Lightning/scvi-tools trainer options (``strategy``, ``precision``, …).
         """
-        stage3_epochs = max_epochs if stage3_epochs is None else stage3_epochs
-        if max_epochs < 1 or stage3_epochs < 0:
-            raise ValueError(
-                f"`max_epochs` must be ≥ 1 and `stage3_epochs` ≥ 0, got {max_epochs} and "
-                f"{stage3_epochs}."
-            )
-        if stage3_init not in ("fresh", "warm"):
-            raise ValueError(f"`stage3_init` must be 'fresh' or 'warm', got {stage3_init!r}.")
+        settings = {k: val for k, val in locals().items() if k not in ("self", "trainer_kwargs")}
+        self.check_settings(**settings)
+        seed = self.seed if seed is None else seed
         if steps_per_epoch is None:
             n_query = sum(self.sources[m].n_obs for m in self.queries)
             steps_per_epoch = max(1, n_query // batch_size)
-        seed = settings.seed if settings.seed is not None else 0
 
-        def fit(plan: SCJOINTTrainingPlan, epochs: int, stage_seed: int) -> None:
-            datamodule = self._make_datamodule(
+        def datamodule(sources=None, stage_seed=seed):
+            return self._make_datamodule(
                 batch_size,
+                seed=stage_seed,
+                sources=sources,
                 train_size=train_size,
                 validation_size=validation_size,
                 steps_per_epoch=steps_per_epoch,
                 replacement=replacement,
-                sampler_seed=stage_seed,
-                **(datamodule_kwargs or {}),
-            )
-            self._run_training(
-                plan,
-                datamodule,
-                epochs,
-                accelerator=accelerator,
-                devices=devices,
-                **trainer_kwargs,
             )
 
+        common = {"accelerator": accelerator, "devices": devices, "trainer_kwargs": trainer_kwargs}
         if self.module.needs_input_projection:
             self._fit_input_projection(seed)
-        previous_history = self.history_ if self.is_trained_ else None
+        previous = self.history_ if self.is_trained_ else None
         self.is_trained_ = False
-        plan = SCJOINTTrainingPlan(
-            self.module, reference=self.reference, lr=lr, lr_decay_epochs=lr_decay_epochs
+        plan = self._training_plan_cls(
+            self.module,
+            optimizer="sgd",
+            lr=lr,
+            lr_decay_epochs=lr_decay_epochs,
+            epoch_extras={"stage": 1.0},
         )
-        fit(plan, max_epochs, seed)
-        history = self._concat_history(previous_history, self.history_)
+        self._set_stage(1)
+        epochs, steps = self._fit(
+            plan,
+            datamodule(),
+            max_epochs=max_epochs,
+            max_steps=max_steps,
+            default=("epochs", 20),
+            seed=seed,
+            stage="stage 1",
+            **common,
+        )
+        history = self._concat_history(previous, self.history_)
+        stage3_epochs = epochs if stage3_epochs is None else stage3_epochs
         if stage3_epochs > 0:
-            pseudo = self._pseudo_labels(n_neighbors, pseudo_label_min_confidence)
+            pseudo = self._pseudo_labels(pseudo_label_min_confidence, seed)
             if stage3_init == "fresh":
                 self.module.reset_parameters(torch.Generator().manual_seed(seed + 1))
             self.is_trained_ = False
-            plan = SCJOINTTrainingPlan(
+            plan = self._training_plan_cls(
                 self.module,
-                reference=self.reference,
-                pseudo_labels=pseudo,
+                optimizer="sgd",
                 lr=lr if lr_stage3 is None else lr_stage3,
                 lr_decay_epochs=lr_decay_epochs,
+                epoch_extras={"stage": 3.0},
             )
-            fit(plan, stage3_epochs, seed + 1)
+            self._set_stage(3)
+            sources = {
+                m: ModalitySource(
+                    s.manager, s.indices, extras={PSEUDO_LABEL_KEY: pseudo[m]} if m in pseudo else {}
+                )
+                for m, s in self.sources.items()
+            }
+            self._fit(
+                plan,
+                datamodule(sources, seed + 1),
+                max_epochs=stage3_epochs,
+                max_steps=None,
+                default=("epochs", stage3_epochs),
+                seed=seed + 1,
+                stage="stage 3",
+                **common,
+            )
             history = self._concat_history(history, self.history_)
         self.history_ = history
         self.is_trained_ = True
         self.module.eval()
+        self._record_train(
+            max_epochs=epochs,
+            max_steps=steps,
+            stage3_epochs=stage3_epochs,
+            lr=lr,
+            lr_stage3=lr if lr_stage3 is None else lr_stage3,
+            lr_decay_epochs=lr_decay_epochs,
+            batch_size=batch_size,
+            steps_per_epoch=steps_per_epoch,
+            stage3_init=stage3_init,
+            pseudo_label_min_confidence=pseudo_label_min_confidence,
+            replacement=replacement,
+            train_size=train_size,
+            validation_size=validation_size,
+            seed=seed,
+        )
+
+    def _set_stage(self, stage: int) -> None:
+        if isinstance(self.module.centers, torch.nn.Parameter):
+            # centres only enter the stage-3 loss; a parameter without gradient in stage 1
+            # would stall distributed data parallel's gradient reduction
+            self.module.centers.requires_grad_(stage == 3)
 
     def _fit_input_projection(self, seed: int) -> None:
         """Fit the shared PCA of the transformed, per-modality standardised genes."""
@@ -301,13 +563,21 @@ class SCJOINT(MultiModalModelBase):
             100 * fitted.variance_ratio.sum(),
         )
 
-    def _pseudo_labels(self, n_neighbors: int, min_confidence: float) -> dict[str, np.ndarray]:
+    def _pseudo_labels(self, min_confidence: float, seed: int) -> dict[str, np.ndarray]:
         """Stage 2: kNN label codes for every query cell, indexed by AnnData row."""
-        reference = self.get_latent_representation(modality=self.reference)
+        def embedding(m: str) -> np.ndarray:
+            return _unit_rows(self._embed(self._input_matrix(m, None), m, 4096))
+
+        reference = embedding(self.reference)
         codes = self.registered_values(self.reference, REGISTRY_KEYS.LABELS_KEY).ravel()
         pseudo = {}
         for m in self.queries:
-            idx, _ = knn(reference, self.get_latent_representation(modality=m), n_neighbors)
+            idx, _ = knn(
+                reference,
+                embedding(m),
+                self.n_neighbors,
+                random_state=seed,
+            )
             winner, agreement = vote(codes[idx].astype(np.int64), len(self.labels_))
             winner[agreement < min_confidence] = -1
             source = self.sources[m]
@@ -323,71 +593,43 @@ class SCJOINT(MultiModalModelBase):
         return pseudo
 
     # ------------------------------------------------------------------ outputs
-    @torch.inference_mode()
     def get_latent_representation(
         self,
         adata: AnnData | None = None,
         modality: str | None = None,
         *,
-        normalize: bool = True,
         batch_size: int = 4096,
+        normalize: bool = True,
     ) -> np.ndarray | dict[str, np.ndarray]:
-        """Embedding of cells.
+        """Joint embedding of cells (see :meth:`MultiModalModelBase.get_latent_representation`).
 
-        Parameters
-        ----------
-        adata
-            New cells of ``modality`` (same genes); ``None`` for the registered cells.
-        modality
-            Modality to embed. ``None`` (with ``adata=None``) returns ``{modality: array}`` for
-            all registered modalities.
-        normalize
-            L2-normalise each cell's embedding, as the reference writes it.
-        batch_size
-            Cells per forward pass.
-
-        Returns
-        -------
-        ``(n_cells, n_latent)`` array, or a dict of them.
+        For ATAC cells ``adata`` may hold raw peaks when the model was built from peaks: they
+        are turned into gene activity with the stored links. ``normalize`` L2-normalises each
+        cell's embedding, as the reference writes it.
         """
-        self._check_if_trained(warn=True)
-        if modality is None:
-            return self._for_each_modality(
-                self.get_latent_representation, adata, normalize=normalize
-            )
-        X = self._input_matrix(modality, adata)
-        self.module.eval()
+        z = super().get_latent_representation(adata, modality, batch_size=batch_size)
+        if not normalize:
+            return z
+        if isinstance(z, dict):
+            return {m: _unit_rows(x) for m, x in z.items()}
+        return _unit_rows(z)
+
+    def _embed(self, X, modality: str, batch_size: int) -> np.ndarray:
         k = self.module.modalities.index(modality)
-        folded = None
-        if self.module.n_pcs is not None:
-            weight, offset = self.module.folded_projection(k)
-            folded = (weight.cpu().numpy(), offset.cpu().numpy())
-        device = self.module.device
-        # one preallocated output: a list of chunks plus a concatenation would hold the
-        # embedding twice and fragment the heap with the dense chunk temporaries
-        z = torch.empty(X.shape[0], self.module.n_latent)
-        for start in range(0, X.shape[0], batch_size):
-            chunk = X[start : start + batch_size]
-            if folded is not None:
-                # project the (sparse) chunk first, so it is never densified
-                h = transform_matrix(chunk, self.module.input_transform) @ folded[0] - folded[1]
-                h = torch.as_tensor(np.asarray(h), dtype=torch.float32, device=device)
-                out = self.module.embed(h, k)
-            else:
-                chunk = chunk.toarray() if sparse.issparse(chunk) else np.asarray(chunk)
-                x = torch.as_tensor(chunk, dtype=torch.float32, device=device)
-                out = self.module.inference(x, modality=modality)
-            z[start : start + chunk.shape[0]] = out["z"].cpu()
-        if normalize:
-            _normalize_rows_(z)
-        return z.numpy()
+        return self._apply_in_chunks(
+            X,
+            lambda x: self.module.embed(x, k),
+            self.module.n_latent,
+            batch_size=batch_size,
+            sparse_input=True,
+        )
 
     def predict(
         self,
         adata: AnnData | None = None,
         modality: str | None = None,
         *,
-        n_neighbors: int = 30,
+        n_neighbors: int | None = None,
         min_confidence: float | None = None,
         max_reference: int | None = None,
         method: Literal["auto", "exact", "pynndescent"] = "auto",
@@ -397,11 +639,12 @@ class SCJOINT(MultiModalModelBase):
         Parameters
         ----------
         adata
-            New query cells (same genes); ``None`` for the registered query cells.
+            New query cells (gene activity over the model's genes, or raw peaks when the model
+            was built from peaks); ``None`` for the registered query cells.
         modality
             Query modality; defaults to the only query (required when there are several).
         n_neighbors
-            Voting neighbours among reference cells (30).
+            Voting neighbours among reference cells (the model's ``n_neighbors``).
         min_confidence
             Cells whose neighbour agreement is below this get the label ``"unassigned"``.
         max_reference
@@ -415,6 +658,11 @@ class SCJOINT(MultiModalModelBase):
         DataFrame indexed by cell with ``label`` (categorical) and ``confidence``: the fraction
         of the ``n_neighbors`` nearest reference cells whose label is the predicted one.
         """
+        n_neighbors = self.n_neighbors if n_neighbors is None else n_neighbors
+        v.check_positive_int(n_neighbors, argname="n_neighbors")
+        v.optional(v.fraction(low_open=False))(min_confidence, "min_confidence")
+        v.optional(v.positive_int())(max_reference, "max_reference")
+        v.choice("auto", "exact", "pynndescent")(method, "method")
         if modality is None:
             if len(self.queries) > 1:
                 raise ValueError(f"Pass `modality=`, one of the queries {self.queries}.")
@@ -426,14 +674,14 @@ class SCJOINT(MultiModalModelBase):
             keep = np.floor(np.arange(max_reference) * reference.shape[0] / max_reference)
             reference, codes = reference[keep.astype(int)], codes[keep.astype(int)]
         query = self.get_latent_representation(adata, modality=modality)
-        idx, _ = knn(reference, query, n_neighbors, method=method)
+        idx, _ = knn(reference, query, n_neighbors, method=method, random_state=self.seed)
         winner, agreement = vote(codes[idx], len(self.labels_))
         labels = np.asarray(self.labels_, dtype=object)[winner]
         categories = list(self.labels_)
         if min_confidence is not None:
             labels = np.where(agreement < min_confidence, "unassigned", labels)
             categories.append("unassigned")
-        index = adata.obs_names if adata is not None else self._obs_names(modality)
+        index = adata.obs_names if adata is not None else self.obs_names_of(modality)
         return pd.DataFrame(
             {
                 "label": pd.Categorical(labels, categories=categories),
@@ -442,11 +690,64 @@ class SCJOINT(MultiModalModelBase):
             index=index,
         )
 
-    def _obs_names(self, modality: str) -> pd.Index:
-        source = self.sources[modality]
-        return source.manager.adata.obs_names[source.indices]
+
+# ---------------------------------------------------------------------------- helpers
+def _two_modalities(modalities: Any) -> tuple[str, str]:
+    if (
+        isinstance(modalities, str)
+        or not isinstance(modalities, Sequence)
+        or len(modalities) != 2
+        or not all(isinstance(m, str) for m in modalities)
+    ):
+        raise ValueError(
+            f"`modalities` must name the RNA (labelled) and ATAC (query) modalities, e.g. "
+            f"('rna', 'atac'); got {modalities!r}."
+        )
+    if modalities[0] == modalities[1]:
+        raise ValueError(
+            f"`modalities` must be two different modalities, got {modalities[0]!r} twice."
+        )
+    return modalities[0], modalities[1]
 
 
-def _normalize_rows_(z: torch.Tensor) -> torch.Tensor:
-    """L2-normalise the rows of ``z`` in place."""
-    return z.div_(torch.linalg.vector_norm(z, dim=1, keepdim=True).clamp_min_(1e-12))
+def _no_shared_genes_message(rna: str, atac: str, rna_adata: AnnData, atac_adata: AnnData) -> str:
+    try:
+        peak_coordinates(atac_adata)
+        is_peaks = True
+    except ValueError:
+        is_peaks = False
+    if is_peaks:
+        return (
+            f"Modality {atac!r} holds peaks (genomic coordinates) and shares no features with "
+            f"{rna!r}; pass `annotation=` (a gene table or GTF matching the genome build) to "
+            "compute gene activity, or pass a precomputed gene-activity modality."
+        )
+    return (
+        f"Modality {atac!r} shares no genes with {rna!r} and has no peak coordinates (e.g. ATAC "
+        f"var names {list(atac_adata.var_names[:3])}, RNA var names "
+        f"{list(rna_adata.var_names[:3])}). Pass ATAC gene activity over the RNA gene names, or "
+        "peaks with `var` columns chrom/start/end (or names like 'chr1:100-200') together with "
+        "`annotation=`."
+    )
+
+
+def _describe(annotation: Any) -> str | None:
+    if annotation is None:
+        return None
+    return "DataFrame" if isinstance(annotation, pd.DataFrame) else os.fspath(annotation)
+
+
+def _positions(names: pd.Index, genes: pd.Index, modality: str) -> np.ndarray:
+    positions = names.get_indexer(genes)
+    if (positions < 0).any():
+        missing = genes[positions < 0]
+        raise ValueError(
+            f"Modality {modality!r} lacks {len(missing)} of the model's genes (e.g. "
+            f"{list(missing[:5])}); pass the data the model was trained on."
+        )
+    return positions
+
+
+def _unit_rows(z: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(z, axis=1, keepdims=True)
+    return (z / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)

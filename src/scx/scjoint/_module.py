@@ -23,6 +23,8 @@ from scx.nn import MLP
 
 InputTransform = Literal["binary", "log1p", "none"]
 NNDRVariant = Literal["code", "paper"]
+#: Batch key of the stage-3 pseudo-label codes of query cells (−1: left out).
+PSEUDO_LABEL_KEY = "pseudo_label"
 
 
 def transform_matrix(X, input_transform: InputTransform):
@@ -110,6 +112,8 @@ class SCJOINTModule(BaseModuleClass):
     modalities
         Modality names, in the order used by the per-modality input statistics and latent
         normalisation.
+    reference
+        The labelled modality; the others are queries.
     n_latent
         Embedding width (64 in the reference).
     n_hidden
@@ -145,6 +149,7 @@ class SCJOINTModule(BaseModuleClass):
         n_labels: int,
         *,
         modalities: Sequence[str],
+        reference: str,
         n_latent: int = 64,
         n_hidden: Sequence[int] = (),
         input_transform: InputTransform = "binary",
@@ -158,13 +163,10 @@ class SCJOINTModule(BaseModuleClass):
         dropout: float = 0.0,
     ):
         super().__init__()
-        if input_transform not in ("binary", "log1p", "none"):
-            raise ValueError(
-                f"`input_transform` must be 'binary', 'log1p' or 'none', got {input_transform!r}."
-            )
         self.n_input = n_input
         self.n_labels = n_labels
         self.modalities = list(modalities)
+        self.reference = reference
         self.n_latent = n_latent
         self.input_transform = input_transform
         self.n_pcs = n_pcs
@@ -222,7 +224,21 @@ class SCJOINTModule(BaseModuleClass):
             self.centers.data.copy_(torch.randn(self.n_labels, self.n_latent))
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
-        """Input transform applied to every mini-batch."""
+        """Input transform of a mini-batch (dense, or a sparse CSR tensor kept sparse)."""
+        if x.layout == torch.sparse_csr:
+            values = x.values()
+            if self.input_transform == "binary":
+                values = (values > 0).to(values.dtype)
+            elif self.input_transform == "log1p":
+                values = torch.log1p(values.clamp_min(0))
+            return torch.sparse_csr_tensor(
+                x.crow_indices(),
+                x.col_indices(),
+                values,
+                size=x.shape,
+                device=x.device,
+                check_invariants=False,
+            )
         if self.input_transform == "binary":
             # sign is several times cheaper than a comparison plus cast on dense batches
             return torch.sign(x).clamp_(min=0)
@@ -240,25 +256,88 @@ class SCJOINTModule(BaseModuleClass):
         offset = (self.input_mean[k] / self.input_scale[k]) @ self.input_loadings
         return weight, offset
 
-    def embed(self, h: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
-        """Encoder, per-modality normalisation and classifier on projected inputs ``h``."""
+    def _encode(self, x: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
+        """Embedding ``z`` and class logits of a batch of cells of modality number ``k``."""
+        h = self.transform(x)
+        if self.n_pcs is not None:
+            weight, offset = self.folded_projection(k)
+            h = h @ weight - offset
+        elif h.layout == torch.sparse_csr:
+            h = h.to_dense()
         z = self.encoder(h)
         if self.latent_norm is not None:
             z = self.latent_norm[k](z)
         return {"z": z, "logits": self.classifier(z)}
 
+    def embed(self, x: torch.Tensor, modality: int) -> torch.Tensor:
+        """Embedding (before L2 normalisation) of a batch of cells of modality ``modality``."""
+        return self._encode(x, modality)["z"]
+
+    # ------------------------------------------------------------------ training
+    def forward_step(self, batch: dict, step: int) -> dict:
+        """Embeddings and logits of every modality's batch, with its labels / pseudo-labels."""
+        outputs = {}
+        for m, tensors in batch.items():
+            out = self._encode(tensors[REGISTRY_KEYS.X_KEY], self.modalities.index(m))
+            if m == self.reference:
+                out["labels"] = tensors[REGISTRY_KEYS.LABELS_KEY].long().view(-1)
+            elif PSEUDO_LABEL_KEY in tensors:
+                out["pseudo_labels"] = tensors[PSEUDO_LABEL_KEY].long().view(-1)
+            outputs[m] = out
+        return outputs
+
+    def training_loss(self, outputs: dict, step: int) -> tuple[torch.Tensor, dict]:
+        """Joint loss of one step (one batch per modality) and its terms.
+
+        Stage 1: NNDR of every batch, the cosine top-``p`` alignment of each query onto the
+        reference, cross-entropy on the reference labels and the L1 penalty. Stage 3 (query
+        batches carry pseudo-labels, −1 for cells left out) adds cross-entropy on the
+        pseudo-labels and the center loss.
+        """
+        reference = self.reference
+        queries = [m for m in outputs if m != reference]
+        z_ref, logits_ref = outputs[reference]["z"], outputs[reference]["logits"]
+        labels = outputs[reference]["labels"]
+        nndr_ref = nndr_loss(z_ref, self.nndr)
+        nndr_query = torch.stack([nndr_loss(outputs[m]["z"], self.nndr) for m in queries]).mean()
+        cosine = torch.stack(
+            [cosine_top_p_loss(outputs[m]["z"], z_ref, self.p) for m in queries]
+        ).mean()
+        ce_reference = F.cross_entropy(logits_ref, labels)
+        l1 = self.l1_weight * l1_penalty(self.encoder, self.classifier)
+        total = nndr_ref + nndr_query + cosine + ce_reference + l1
+        terms = {
+            "nndr": (nndr_ref + nndr_query).detach(),
+            "cosine": cosine.detach(),
+            "ce_reference": ce_reference.detach(),
+            "l1": l1.detach(),
+        }
+        if any("pseudo_labels" in outputs[m] for m in queries):
+            ce_terms, center_terms = [], []
+            for m in queries:
+                pseudo = outputs[m]["pseudo_labels"]
+                keep = pseudo >= 0
+                if keep.any():
+                    z, logits, y = outputs[m]["z"][keep], outputs[m]["logits"][keep], pseudo[keep]
+                    ce_terms.append(F.cross_entropy(logits, y))
+                    center_terms.append(center_loss(z, y, self.centers))
+            zero = z_ref.new_zeros(())
+            ce_query = torch.stack(ce_terms).mean() if ce_terms else zero
+            center_query = torch.stack(center_terms).mean() if center_terms else zero
+            center = center_query + center_loss(z_ref, labels, self.centers)
+            total = total + ce_query + self.center_weight * center
+            terms["ce_query"] = ce_query.detach()
+            terms["center"] = center.detach()
+        return total, terms
+
+    # ------------------------------------------------------------------ scvi-tools API
     def _get_inference_input(self, tensors: dict[str, torch.Tensor], **kwargs) -> dict:
         return {"x": tensors[REGISTRY_KEYS.X_KEY]}
 
     @auto_move_data
-    def inference(self, x: torch.Tensor, modality: str) -> dict[str, torch.Tensor]:
-        """Embedding ``z`` and class logits of a batch of cells of ``modality``."""
-        k = self.modalities.index(modality)
-        h = self.transform(x)
-        if self.n_pcs is not None:
-            weight, offset = self.folded_projection(k)
-            h = h @ weight - offset
-        return self.embed(h, k)
+    def inference(self, x: torch.Tensor, modality: int = 0) -> dict[str, torch.Tensor]:
+        """Embedding ``z`` and class logits of a batch of cells of modality ``modality``."""
+        return self._encode(x, modality)
 
     def _get_generative_input(self, tensors, inference_outputs, **kwargs) -> dict:
         return {}
@@ -267,66 +346,9 @@ class SCJOINTModule(BaseModuleClass):
         """ScJoint has no generative part."""
         return {}
 
-    def loss(
-        self,
-        outputs: dict[str, dict[str, torch.Tensor]],
-        reference_labels: torch.Tensor,
-        *,
-        reference: str,
-        pseudo_labels: dict[str, torch.Tensor] | None = None,
-    ) -> LossOutput:
-        """Joint loss of one step (one batch per modality).
-
-        Parameters
-        ----------
-        outputs
-            ``{modality: inference outputs}``.
-        reference_labels
-            Label codes of the reference batch.
-        reference
-            Name of the labelled (RNA) modality; the others are queries.
-        pseudo_labels
-            Stage 3: ``{query modality: pseudo-label codes}``, −1 for cells left out.
-            ``None`` in stage 1.
-        """
-        queries = [m for m in outputs if m != reference]
-        z_ref, logits_ref = outputs[reference]["z"], outputs[reference]["logits"]
-        nndr_ref = nndr_loss(z_ref, self.nndr)
-        nndr_query = torch.stack([nndr_loss(outputs[m]["z"], self.nndr) for m in queries]).mean()
-        cosine = torch.stack(
-            [cosine_top_p_loss(outputs[m]["z"], z_ref, self.p) for m in queries]
-        ).mean()
-        ce_reference = F.cross_entropy(logits_ref, reference_labels)
-        l1 = self.l1_weight * l1_penalty(self.encoder, self.classifier)
-        total = nndr_ref + nndr_query + cosine + ce_reference + l1
-        metrics = {
-            "nndr": (nndr_ref + nndr_query).detach(),
-            "cosine": cosine.detach(),
-            "ce_reference": ce_reference.detach(),
-            "l1": l1.detach(),
-        }
-        if pseudo_labels is not None:
-            ce_terms, center_terms = [], []
-            for m in queries:
-                keep = pseudo_labels[m] >= 0
-                if keep.any():
-                    z, logits = outputs[m]["z"][keep], outputs[m]["logits"][keep]
-                    y = pseudo_labels[m][keep]
-                    ce_terms.append(F.cross_entropy(logits, y))
-                    center_terms.append(center_loss(z, y, self.centers))
-            zero = z_ref.new_zeros(())
-            ce_query = torch.stack(ce_terms).mean() if ce_terms else zero
-            center_query = torch.stack(center_terms).mean() if center_terms else zero
-            center = center_query + center_loss(z_ref, reference_labels, self.centers)
-            total = total + ce_query + self.center_weight * center
-            metrics["ce_query"] = ce_query.detach()
-            metrics["center"] = center.detach()
-        n_obs = sum(out["z"].shape[0] for out in outputs.values())
-        return LossOutput(
-            loss=total,
-            n_obs_minibatch=n_obs,
-            extra_metrics={"loss": total.detach(), **metrics},
-        )
+    def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
+        """Not used: scJoint's loss needs every modality's batch (see :meth:`training_loss`)."""
+        raise NotImplementedError("Use `forward_step` and `training_loss`.")
 
     def sample(self, *args, **kwargs):
         """Not available: scJoint is a discriminative model with no generative part."""

@@ -12,7 +12,7 @@ from mudata import MuData
 from scipy import sparse
 
 from scx import _validation as v
-from scx.model._base import MultiModalModelBase
+from scx.base import MultiModalModelBase
 from scx.train import AdversarialTrainingPlan
 
 from ._links import MIN_LINKS, Links, resolve_links

@@ -14,7 +14,7 @@ from scipy import sparse
 from scvi import REGISTRY_KEYS
 
 from scx import _validation as v
-from scx.model._base import MultiModalModelBase
+from scx.base import MultiModalModelBase
 
 from ._inputs import apply_input
 from ._module import SCPAIRINGModule

@@ -1,6 +1,26 @@
-"""Training plans and helpers shared by the methods."""
+"""Training: the shared plans, the fit loop with its progress bar, epoch-level logging."""
 
-from ._adversarial import AdversarialModule, AdversarialTrainingPlan
+from ._fit import (
+    TRAINER_OPTIONS,
+    ProgressBar,
+    check_trainer_kwargs,
+    fit,
+    training_length,
+    unknown_name_message,
+)
 from ._logging import EpochMeanLoggingMixin
+from ._plans import AdversarialModule, AdversarialTrainingPlan, LossTrainingPlan, TrainableModule
 
-__all__ = ["AdversarialModule", "AdversarialTrainingPlan", "EpochMeanLoggingMixin"]
+__all__ = [
+    "TRAINER_OPTIONS",
+    "AdversarialModule",
+    "AdversarialTrainingPlan",
+    "EpochMeanLoggingMixin",
+    "LossTrainingPlan",
+    "ProgressBar",
+    "TrainableModule",
+    "check_trainer_kwargs",
+    "fit",
+    "training_length",
+    "unknown_name_message",
+]

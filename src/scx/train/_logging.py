@@ -26,6 +26,14 @@ class EpochMeanLoggingMixin:
         _, total, count = self._epoch_sums.get(split, (None, 0.0, 0))
         self._epoch_sums[split] = (list(metrics), total + values * n_obs, count + n_obs)
 
+    def running_means(self, split: str = "train") -> dict[str, float]:
+        """Means of the current epoch's terms so far (for the progress bar)."""
+        sums = getattr(self, "_epoch_sums", {})
+        if split not in sums:
+            return {}
+        names, total, count = sums[split]
+        return dict(zip(names, (total / max(count, 1)).tolist()))
+
     def epoch_extras(self) -> dict[str, float]:
         """Values logged once per training epoch besides the loss terms."""
         return {}

@@ -1,0 +1,202 @@
+"""Package settings (threads, verbosity) and the isolation of global state around training.
+
+``scx.settings`` holds the few switches that apply to every method:
+
+* ``num_threads``: torch intra-op threads used while scx trains or embeds (``None`` keeps
+  torch's own setting). On a shared machine set it to the cores you may use: spinning OpenMP
+  threads of several processes on the same cores make small models many times slower.
+* ``verbosity``: scx's log level. ``None`` follows scanpy's ``sc.settings.verbosity`` (warnings
+  by default, so scx is quiet); ``"info"`` shows what each tool writes, ``"debug"`` also shows
+  Lightning's own messages (GPU/TPU banners), which are silenced otherwise.
+
+:func:`isolated_state` is what keeps a call from changing the caller's world: it saves and
+restores the global random number generators (torch, CUDA, numpy, ``random``), torch's thread
+count and flush-denormal mode, Lightning's seed environment variables and scvi-tools' seed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import sys
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+__all__ = ["isolated_state", "settings"]
+
+_LEVELS = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO}
+_LEVELS["debug"] = logging.DEBUG
+#: Lightning's informational loggers (device banners, "Tip" lines, fit-loop notices).
+_LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning")
+
+
+class Settings:
+    """Settings of scx (``scx.settings``).
+
+    Attributes
+    ----------
+    num_threads
+        Torch intra-op threads while scx trains or embeds; ``None`` keeps torch's setting.
+        The caller's setting is restored afterwards.
+    verbosity
+        ``None`` (follow ``scanpy.settings.verbosity``), ``"error"``, ``"warning"``,
+        ``"info"``, ``"debug"`` or the matching :mod:`logging` level.
+    """
+
+    def __init__(self) -> None:
+        self._num_threads: int | None = None
+        self._verbosity: int | None = None
+
+    @property
+    def num_threads(self) -> int | None:
+        """Torch threads used by scx (``None``: torch's current setting)."""
+        return self._num_threads
+
+    @num_threads.setter
+    def num_threads(self, value: int | None) -> None:
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1
+        ):
+            raise ValueError(
+                f"`scx.settings.num_threads` must be a positive integer or None, got {value!r}."
+            )
+        self._num_threads = None if value is None else int(value)
+
+    @property
+    def verbosity(self) -> int | None:
+        """scx's log level, or ``None`` to follow scanpy."""
+        return self._verbosity
+
+    @verbosity.setter
+    def verbosity(self, value: int | str | None) -> None:
+        if isinstance(value, str):
+            if value.lower() not in _LEVELS:
+                raise ValueError(
+                    f"`scx.settings.verbosity` must be one of {list(_LEVELS)}, a logging level or "
+                    f"None, got {value!r}."
+                )
+            value = _LEVELS[value.lower()]
+        elif value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(
+                f"`scx.settings.verbosity` must be a level name, a logging level or None, got "
+                f"{value!r}."
+            )
+        self._verbosity = value
+
+    def log_level(self) -> int:
+        """The effective :mod:`logging` level of scx's messages."""
+        if self._verbosity is not None:
+            return self._verbosity
+        try:
+            import scanpy as sc
+
+            scanpy_level = int(sc.settings.verbosity)
+        except Exception:  # scanpy absent or unusual setting: stay quiet
+            return logging.WARNING
+        # scanpy: 0 error, 1 warning, 2 info, 3 hint, 4 debug
+        return {0: logging.ERROR, 1: logging.WARNING, 2: logging.INFO}.get(
+            scanpy_level, logging.DEBUG
+        )
+
+
+settings = Settings()
+
+
+class _VerbosityFilter(logging.Filter):
+    """Pass records at or above scx's current level (read at every record)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= settings.log_level()
+
+
+def _configure_logger() -> None:
+    logger = logging.getLogger("scx")
+    if any(isinstance(f, _VerbosityFilter) for h in logger.handlers for f in h.filters):
+        return
+    logger.setLevel(logging.DEBUG)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("scx: %(message)s"))
+    handler.addFilter(_VerbosityFilter())
+    logger.addHandler(handler)
+    # like scanpy's and scvi's loggers: the verbosity setting alone decides what is shown
+    logger.propagate = False
+
+
+_configure_logger()
+
+
+def _flush_denormal_enabled() -> bool:
+    """Whether torch currently flushes denormal floats to zero (there is no getter)."""
+    tiny = torch.tensor([1e-39], dtype=torch.float32)
+    return bool((tiny * 1.0).item() == 0.0)
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Silence Lightning's informational loggers unless scx's verbosity is ``debug``."""
+    if settings.log_level() <= logging.DEBUG:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in _LIGHTNING_LOGGERS]
+    saved = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, saved):
+            lg.setLevel(level)
+
+
+@contextlib.contextmanager
+def isolated_state(seed: int | None = None, *, flush_denormal: bool = False) -> Iterator[None]:
+    """Run a block with its own random state and settings; restore the caller's afterwards.
+
+    Parameters
+    ----------
+    seed
+        Seed the global generators of torch (CPU and CUDA), numpy and ``random`` with this value
+        inside the block (weight initialisation, dropout and the like draw from them); ``None``
+        leaves them as they are. Either way they are restored on exit.
+    flush_denormal
+        Flush denormal floats to zero inside the block: subnormal values make CPU matrix
+        products many times slower and do not change results measurably.
+    """
+    import scvi
+
+    torch_state = torch.random.get_rng_state()
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    numpy_state = np.random.get_state()
+    python_state = random.getstate()
+    threads = torch.get_num_threads()
+    denormal = _flush_denormal_enabled()
+    env = {key: os.environ.get(key) for key in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")}
+    scvi_seed = scvi.settings._seed
+    try:
+        if seed is not None:
+            torch.manual_seed(seed)
+            np.random.seed(seed % 2**32)
+            random.seed(seed)
+        if settings.num_threads is not None:
+            torch.set_num_threads(settings.num_threads)
+        if flush_denormal:
+            torch.set_flush_denormal(True)
+        yield
+    finally:
+        torch.random.set_rng_state(torch_state)
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
+        torch.set_num_threads(threads)
+        torch.set_flush_denormal(denormal)
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        scvi.settings._seed = scvi_seed

@@ -1,0 +1,26 @@
+"""What the five methods share: the model base class and the tool driver."""
+
+from ._model import INPUT_STATE_KEY, MODALITY_KEY, MultiModalModelBase, to_tensor
+from ._tool import (
+    Outputs,
+    cells_disjoint,
+    clean_params,
+    global_rows,
+    method_tool,
+    remove_outputs,
+    write_outputs,
+)
+
+__all__ = [
+    "INPUT_STATE_KEY",
+    "MODALITY_KEY",
+    "MultiModalModelBase",
+    "Outputs",
+    "cells_disjoint",
+    "clean_params",
+    "global_rows",
+    "method_tool",
+    "remove_outputs",
+    "to_tensor",
+    "write_outputs",
+]

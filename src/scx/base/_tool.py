@@ -1,0 +1,482 @@
+"""The one driver behind every ``scx.tl.<method>``, and the writing of results.
+
+A tool is made by :func:`method_tool` from a model class and the method's output function. Its
+signature and its documentation are assembled from the model, which declares every setting
+once: the data arguments of ``_fit_inputs``, the settings of ``__init__`` and ``train``, the
+options of the output function, then the common ``key_added``, ``copy``, ``seed`` and
+``trainer_kwargs``. A call runs one path:
+
+1. every argument checked before any work: unknown names (with a suggestion), the model's
+   setting checks, the output options, the trainer options, the method's data checks;
+2. the preprocessing fitted and the model's view registered (:meth:`prepare_inputs`);
+3. the model built and trained, the outputs computed;
+4. only then the results written: the keys of an earlier run with the same ``key_added``
+   removed, the new ones written, and ``uns[key_added]["params"]`` taken from what the model
+   recorded (:meth:`recorded_params`).
+
+All of it runs inside :func:`scx._settings.isolated_state`, so the caller's random generators,
+thread count and flush-denormal mode are as they were afterwards.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import re
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from mudata import MuData
+
+from scx import _validation as v
+from scx._settings import isolated_state
+from scx.train import TRAINER_OPTIONS, check_trainer_kwargs, unknown_name_message
+
+from ._model import INPUT_STATE_KEY
+
+logger = logging.getLogger(__name__)
+
+#: Rows of the global ``obsm`` of cells outside the written modalities.
+MISSING = np.nan
+
+
+# ---------------------------------------------------------------------------- outputs
+@dataclass
+class Outputs:
+    """What a tool writes, computed before anything is written.
+
+    Attributes
+    ----------
+    obsm
+        ``{key: {modality: cells × d array}}``; mirrored into each modality and, when the
+        modalities' cells are distinct, into the global ``obsm`` (NaN rows for other cells).
+    obs
+        ``{key: {modality: values}}`` (categorical Series stay categorical), the same way.
+    modalities
+        New modalities ``{name: AnnData}`` added to a MuData.
+    uns
+        Facts stored next to the params in ``uns[key_added]`` (label vocabulary, counts…).
+    rows
+        For an AnnData split into datasets: ``{dataset: row positions}``.
+    """
+
+    obsm: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    obs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    modalities: dict[str, AnnData] = field(default_factory=dict)
+    uns: dict[str, Any] = field(default_factory=dict)
+    rows: dict[str, np.ndarray] | None = None
+
+
+def global_rows(mdata: MuData, modality: str) -> np.ndarray:
+    """Rows of ``mdata.obs`` holding the cells of ``modality``, in the modality's order."""
+    adata = mdata.mod[modality]
+    obsmap = np.asarray(mdata.obsmap[modality]).ravel() if modality in mdata.obsmap else None
+    if obsmap is None or obsmap.shape[0] != mdata.n_obs or int((obsmap > 0).sum()) != adata.n_obs:
+        raise ValueError(
+            f"The MuData's global cell index is out of date for modality {modality!r} (it was "
+            "changed after the MuData was built); call `mdata.update()` first."
+        )
+    rows = np.flatnonzero(obsmap > 0)
+    order = np.empty(adata.n_obs, dtype=np.int64)
+    order[obsmap[rows] - 1] = rows
+    return order
+
+
+def cells_disjoint(mdata: MuData, modalities: list[str]) -> bool:
+    """Whether every global row belongs to at most one of ``modalities``."""
+    counts = np.zeros(mdata.n_obs, dtype=np.int64)
+    for m in modalities:
+        counts[global_rows(mdata, m)] += 1
+    return bool((counts <= 1).all())
+
+
+def _global_array(n_obs: int, per_part: Mapping[str, np.ndarray], rows: Mapping) -> np.ndarray:
+    width = next(iter(per_part.values())).shape[1]
+    out = np.full((n_obs, width), MISSING, dtype=np.float32)
+    for m, array in per_part.items():
+        out[rows[m]] = array
+    return out
+
+
+def _global_column(n_obs: int, per_part: Mapping[str, Any], rows: Mapping):
+    first = next(iter(per_part.values()))
+    if isinstance(first, pd.Series) and isinstance(first.dtype, pd.CategoricalDtype):
+        codes = np.full(n_obs, -1, dtype=np.int64)
+        for m, column in per_part.items():
+            codes[rows[m]] = column.cat.codes.to_numpy()
+        return pd.Categorical.from_codes(codes, categories=first.cat.categories)
+    out = np.full(n_obs, np.nan, dtype=np.float64)
+    for m, column in per_part.items():
+        out[rows[m]] = np.asarray(column, dtype=np.float64)
+    return out
+
+
+def remove_outputs(data: AnnData | MuData, key_added: str) -> None:
+    """Delete what an earlier run with ``key_added`` wrote (as recorded in its ``uns``)."""
+    record = data.uns.get(key_added)
+    written = record.get("outputs") if isinstance(record, Mapping) else None
+    if not isinstance(written, Mapping):
+        return
+    parts = [data, *(data.mod.values() if isinstance(data, MuData) else [])]
+    for key in _as_list(written.get("obsm")):
+        for part in parts:
+            part.obsm.pop(key, None)
+    for key in _as_list(written.get("obs")):
+        for part in parts:
+            if key in part.obs.columns:
+                part.obs.drop(columns=key, inplace=True)
+    if isinstance(data, MuData):
+        removed = [m for m in _as_list(written.get("modalities")) if m in data.mod]
+        if removed:
+            data.mod = {m: a for m, a in data.mod.items() if m not in removed}
+            data.update()
+
+
+def _as_list(values) -> list[str]:
+    if values is None:
+        return []
+    return [str(x) for x in np.asarray(values, dtype=object).ravel()]
+
+
+def write_outputs(
+    data: AnnData | MuData, key_added: str, outputs: Outputs, params: Mapping[str, Any]
+) -> None:
+    """Replace the results of ``key_added`` in ``data`` by ``outputs`` (see :class:`Outputs`)."""
+    remove_outputs(data, key_added)
+    if isinstance(data, MuData):
+        for name, adata in outputs.modalities.items():
+            data.mod[name] = adata
+        if outputs.modalities:
+            data.update()
+        used = sorted({m for d in (*outputs.obsm.values(), *outputs.obs.values()) for m in d})
+        disjoint = cells_disjoint(data, used) if used else False
+        rows = {m: global_rows(data, m) for m in used} if disjoint else {}
+        for key, per_mod in outputs.obsm.items():
+            for m, array in per_mod.items():
+                data.mod[m].obsm[key] = array
+            if disjoint:
+                data.obsm[key] = _global_array(data.n_obs, per_mod, rows)
+        for key, per_mod in outputs.obs.items():
+            for m, values in per_mod.items():
+                column = values.array if isinstance(values, pd.Series) else np.asarray(values)
+                data.mod[m].obs[key] = pd.Series(column, index=data.mod[m].obs_names)
+            if disjoint:
+                data.obs[key] = _global_column(data.n_obs, per_mod, rows)
+    else:
+        rows = outputs.rows or {}
+        for key, per_part in outputs.obsm.items():
+            data.obsm[key] = _global_array(data.n_obs, per_part, rows)
+        for key, per_part in outputs.obs.items():
+            data.obs[key] = _global_column(data.n_obs, per_part, rows)
+    data.uns[key_added] = {
+        **outputs.uns,
+        "params": clean_params(params),
+        "outputs": {
+            "obsm": list(outputs.obsm),
+            "obs": list(outputs.obs),
+            "modalities": list(outputs.modalities),
+        },
+    }
+
+
+def clean_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Make settings storable in ``.uns`` and readable: the one convention for every tool.
+
+    ``None`` (a setting that is off or unset) stays ``None`` at the top level and becomes
+    ``"None"`` inside lists (h5 cannot hold it there); tuples become lists; matrices and tables
+    are summarised by their type and shape.
+    """
+    from scipy import sparse
+
+    cleaned = {}
+    for key, value in params.items():
+        if isinstance(value, np.ndarray | pd.DataFrame) or sparse.issparse(value):
+            shape = "×".join(str(n) for n in value.shape)
+            value = f"{type(value).__name__} ({shape})"
+        elif isinstance(value, tuple | list | pd.Index):
+            value = [str(x) if x is None else _plain(x) for x in value]
+        elif isinstance(value, Mapping):
+            value = clean_params(value)
+        else:
+            value = _plain(value)
+        cleaned[str(key)] = value
+    return cleaned
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, tuple | list):
+        return [str(x) if x is None else _plain(x) for x in value]
+    return value
+
+
+# ---------------------------------------------------------------------------- signatures/docs
+_COMMON_DOC = {
+    "key_added": "key_added\n    Name of the results: ``obsm[f'X_{key_added}']``, ``obs[f'{key_added}_…']``"
+    " and ``uns[key_added]``. A second run with the same name replaces all of them.",
+    "copy": "copy\n    Work on a copy of ``data`` and return it with the results (the input stays "
+    "untouched); otherwise write into ``data`` and return the trained model.",
+    "seed": "seed\n    Seed of everything random (initialisation, sampling, PCA/LSI, kNN). The "
+    "caller's global random state is left as it was.",
+    "trainer_kwargs": "trainer_kwargs\n    Lightning/scvi-tools trainer options, e.g. "
+    "``{'strategy': 'ddp', 'precision': 'bf16-mixed', 'enable_progress_bar': False}``.",
+}
+
+
+def docstring_parameters(func: Callable) -> dict[str, str]:
+    """``{name: entry}`` of a numpy docstring's Parameters (grouped names share one entry)."""
+    doc = inspect.cleandoc(func.__doc__ or "")
+    match = re.search(r"^Parameters\n-+\n(.*?)(?=^\S[^\n]*\n-+\n|\Z)", doc, re.M | re.S)
+    if not match:
+        return {}
+    entries: dict[str, str] = {}
+    current: list[str] = []
+    for line in match.group(1).splitlines() + [""]:
+        if line and not line.startswith(" "):
+            _store(entries, current)
+            current = [line]
+        elif current:
+            current.append(line)
+    _store(entries, current)
+    return entries
+
+
+def _store(entries: dict[str, str], lines: list[str]) -> None:
+    if not lines:
+        return
+    text = "\n".join(lines).rstrip()
+    header = lines[0].split(":")[0]
+    for name in re.split(r",\s*", header):
+        name = name.strip().lstrip("*")
+        if name:
+            entries[name] = text
+
+
+def _keyword_params(func: Callable, skip: set[str]) -> list[inspect.Parameter]:
+    params = []
+    for p in inspect.signature(func).parameters.values():
+        if p.name in skip or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+            continue
+        params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+    return params
+
+
+@dataclass
+class _ToolSpec:
+    model_cls: type
+    name: str
+    compute_outputs: Callable
+    groups: dict[str, list[str]]
+    output_checks: dict[str, Callable]
+    new_modalities: tuple[str, ...]
+    renamed: dict[str, Any]
+
+
+def method_tool(
+    model_cls: type,
+    compute_outputs: Callable,
+    *,
+    name: str,
+    doc: str,
+    output_checks: Mapping[str, Callable] | None = None,
+    new_modalities: tuple[str, ...] = (),
+    renamed: Mapping[str, Any] | None = None,
+) -> Callable:
+    """Build ``scx.tl.<name>`` for ``model_cls`` (see the module docstring).
+
+    Parameters
+    ----------
+    model_cls
+        The model class; its ``_fit_inputs``, ``__init__`` and ``train`` declare the settings.
+    compute_outputs
+        ``compute_outputs(model, data, key_added, **options) -> Outputs``; its keyword options
+        become tool arguments.
+    name
+        Tool name (also the default ``key_added``).
+    doc
+        The tool's docstring; ``{parameters}`` is replaced by the assembled Parameters section.
+    output_checks
+        ``{option: checker}`` for the options of ``compute_outputs``.
+    new_modalities
+        Options of ``compute_outputs`` that name a modality the tool adds; a name already used
+        by a measured modality is an error.
+    renamed
+        Old argument names kept for one release: ``{old: new}`` or ``{old: (new, position)}``
+        for one entry of a list argument (e.g. ``"rna": ("modalities", 0)``).
+    """
+    common = ["key_added", "copy", "seed", "trainer_kwargs"]
+    data_params = _keyword_params(model_cls._fit_inputs, {"cls", "data", "seed"})
+    skip_init = {"self", "data", "adata", "mdata", "seed", *model_cls._data_init_args}
+    init_params = _keyword_params(model_cls.__init__, skip_init)
+    train_params = _keyword_params(model_cls.train, {"self", "seed"})
+    output_params = _keyword_params(compute_outputs, {"model", "data", "key_added"})
+    groups = {
+        "data": [p.name for p in data_params],
+        "init": [p.name for p in init_params],
+        "train": [p.name for p in train_params],
+        "output": [p.name for p in output_params],
+    }
+    seen: dict[str, str] = {}
+    for group, names in groups.items():
+        for n in names:
+            if n in seen or n in common:
+                raise TypeError(
+                    f"scx.tl.{name}: setting {n!r} is declared in {seen.get(n, 'common')} and "
+                    f"{group}; each setting must be declared once."
+                )
+            seen[n] = group
+    Param = inspect.Parameter
+    parameters = [
+        Param("data", Param.POSITIONAL_OR_KEYWORD, annotation="AnnData | MuData"),
+        *data_params,
+        *init_params,
+        *train_params,
+        *output_params,
+        Param("key_added", Param.KEYWORD_ONLY, default=name, annotation="str"),
+        Param("copy", Param.KEYWORD_ONLY, default=False, annotation="bool"),
+        Param("seed", Param.KEYWORD_ONLY, default=0, annotation="int"),
+        Param("trainer_kwargs", Param.KEYWORD_ONLY, default=None, annotation="dict | None"),
+    ]
+    signature = inspect.Signature(parameters, return_annotation=f"{model_cls.__name__} | None")
+    docs: dict[str, str] = {}
+    for source in (compute_outputs, model_cls.train, model_cls, model_cls._fit_inputs):
+        docs.update(docstring_parameters(source))
+    docs.update(_COMMON_DOC)
+    spec = _ToolSpec(
+        model_cls,
+        name,
+        compute_outputs,
+        groups,
+        dict(output_checks or {}),
+        tuple(new_modalities),
+        dict(renamed or {}),
+    )
+
+    def tool(data=None, *args, **kwargs):
+        if args:
+            raise TypeError(
+                f"scx.tl.{name} takes the data as its only positional argument; pass the other "
+                "arguments by name."
+            )
+        bound = _bind(spec, signature, data, kwargs)
+        return run_tool(spec, bound)
+
+    tool.__name__ = tool.__qualname__ = name
+    tool.__module__ = "scx.tl"
+    tool.__signature__ = signature
+    tool.__doc__ = doc.replace("{parameters}", _parameters_section(signature, docs))
+    return tool
+
+
+def _parameters_section(signature: inspect.Signature, docs: Mapping[str, str]) -> str:
+    lines = ["Parameters", "----------", "data", "    The data (see above)."]
+    written: set[str] = set()
+    for name in list(signature.parameters)[1:]:
+        entry = docs.get(name, f"{name}\n    See the model class.")
+        if entry in written:
+            continue
+        written.add(entry)
+        lines.append(entry)
+    return "\n".join(lines)
+
+
+def _bind(spec: _ToolSpec, signature: inspect.Signature, data, kwargs: dict) -> dict:
+    kwargs = dict(kwargs)
+    names = set(signature.parameters)
+    for old, new in spec.renamed.items():
+        if old not in kwargs:
+            continue
+        value = kwargs.pop(old)
+        target, position = (new, None) if isinstance(new, str) else new
+        warnings.warn(
+            f"scx.tl.{spec.name}: `{old}=` is deprecated and will be removed in the next release; "
+            f"use `{target}=`{'' if position is None else f' (entry {position})'}.",
+            FutureWarning,
+            stacklevel=3,
+        )
+        if position is None:
+            kwargs.setdefault(target, value)
+        else:
+            current = list(kwargs.get(target) or signature.parameters[target].default)
+            current[position] = value
+            kwargs[target] = current
+    moved = {k: kwargs.pop(k) for k in list(kwargs) if k not in names and k in TRAINER_OPTIONS}
+    if moved:
+        warnings.warn(
+            f"scx.tl.{spec.name}: trainer options {sorted(moved)} given as keywords are "
+            "deprecated; pass them as `trainer_kwargs={...}`.",
+            FutureWarning,
+            stacklevel=3,
+        )
+        kwargs["trainer_kwargs"] = {**(kwargs.get("trainer_kwargs") or {}), **moved}
+    for key in kwargs:
+        if key not in names:
+            raise ValueError(unknown_name_message(key, names, f"scx.tl.{spec.name}"))
+    bound = signature.bind(data, **kwargs)
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
+def run_tool(spec: _ToolSpec, arguments: dict) -> Any:
+    """Check, prepare, train, compute and write (see the module docstring)."""
+    model_cls = spec.model_cls
+    data = arguments["data"]
+    group = {g: {n: arguments[n] for n in names} for g, names in spec.groups.items()}
+    key_added, copy, seed = arguments["key_added"], arguments["copy"], arguments["seed"]
+    if not isinstance(key_added, str) or not key_added or "/" in key_added:
+        raise ValueError(
+            f"`key_added` must be a non-empty name without '/', got {key_added!r}."
+        )
+    v.boolean(copy, "copy")
+    v.check_positive_int(seed, argname="seed", minimum=0)
+    model_cls.check_settings(**group["init"], **group["train"])
+    v.run_checks(spec.output_checks, group["output"])
+    trainer_kwargs = check_trainer_kwargs(arguments["trainer_kwargs"])
+    model_cls._check_inputs(data, settings={**group["init"], **group["train"]}, **group["data"])
+    _check_new_modalities(spec, data, key_added, group["output"])
+
+    with isolated_state(seed):
+        # (copying a MuData draws from Python's global random generator)
+        target = data.copy() if copy else data
+        view = model_cls.prepare_inputs(target, seed=seed, **group["data"])
+        state = view.uns[INPUT_STATE_KEY]
+        model = model_cls(view, **state.get("init", {}), **group["init"], seed=seed)
+        model.train(**group["train"], seed=seed, **trainer_kwargs)
+        outputs = spec.compute_outputs(model, target, key_added, **group["output"])
+    params = {**model.recorded_params(), **group["output"], "seed": seed}
+    write_outputs(target, key_added, outputs, params)
+    logger.info(
+        "%s: wrote %s.",
+        model_cls._method_name,
+        ", ".join(
+            [f".obsm[{k!r}]" for k in outputs.obsm]
+            + [f".obs[{k!r}]" for k in outputs.obs]
+            + [f"modality {k!r}" for k in outputs.modalities]
+            + [f".uns[{key_added!r}]"]
+        ),
+    )
+    return target if copy else model
+
+
+def _check_new_modalities(spec: _ToolSpec, data, key_added: str, options: Mapping) -> None:
+    """A new modality must not replace a measured one (only an earlier run's own output)."""
+    names = [options[k] for k in spec.new_modalities if isinstance(options.get(k), str)]
+    if not names or not isinstance(data, MuData):
+        return
+    previous = data.uns.get(key_added, {})
+    ours = set(_as_list(previous.get("outputs", {}).get("modalities")))
+    for name in names:
+        if name in data.mod and name not in ours:
+            raise ValueError(
+                f"scx.tl.{spec.name} would add a modality {name!r}, but the MuData already has a "
+                "modality of that name that scx did not write; pass another name."
+            )

@@ -1,0 +1,287 @@
+"""The training plans shared by the five methods, and what they need from a module.
+
+Every module exposes its training the same way (:class:`TrainableModule`): one forward pass of a
+step (``forward_step``) and the loss of that pass with its named terms (``training_loss``).
+Modules with discriminators add ``discriminator_prefix`` and ``discriminator_loss``
+(:class:`AdversarialModule`). Per-cell data that a loss needs besides the inputs (diffusion
+coordinates, pseudo-labels, anchor flags) arrives in the batch through the data module's
+``extras``, so no plan carries method state.
+
+* :class:`LossTrainingPlan`: one optimiser (Adam or SGD with step decay) on the loss.
+* :class:`AdversarialTrainingPlan`: ``n_discriminator_steps`` discriminator updates on
+  detached samples, then one update of everything else with the adversarial term recomputed by
+  the updated discriminators (Portal, scMODAL); scPairing's plan reorders the two.
+
+scvi-tools' own ``AdversarialTrainingPlan`` keeps its classifier on the plan (so ``save`` loses
+it), hard-codes the discriminator optimiser and scales both losses by a KL-derived factor; here
+the discriminators live in the module (saved with the model) and the plan only optimises.
+
+A step whose loss is not finite is skipped (the weights stay finite) and counted; :func:`fit`
+turns a run in which every step was skipped into an error.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal, Protocol
+
+import torch
+from scvi.train import TrainingPlan
+
+from ._logging import EpochMeanLoggingMixin
+
+logger = logging.getLogger(__name__)
+
+
+class TrainableModule(Protocol):
+    """What every plan needs from a module."""
+
+    def forward_step(self, batch: dict, step: int) -> dict[str, Any]:
+        """All tensors of one step, from ``{modality: {key: tensor}}``."""
+
+    def training_loss(
+        self, outputs: dict[str, Any], step: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The total loss (of everything but discriminators) and its named terms."""
+
+    def embed(self, x: torch.Tensor, modality: int) -> torch.Tensor:
+        """Embedding of a mini-batch of modality number ``modality``."""
+
+
+class AdversarialModule(TrainableModule, Protocol):
+    """What :class:`AdversarialTrainingPlan` needs besides :class:`TrainableModule`."""
+
+    discriminator_prefix: str
+
+    def discriminator_loss(self, outputs: dict[str, Any], step: int) -> torch.Tensor:
+        """Discriminator loss; must only use detached outputs of the other networks."""
+
+
+def _n_obs(batch: dict) -> int:
+    return sum(next(iter(tensors.values())).shape[0] for tensors in batch.values())
+
+
+class _StepCountingMixin:
+    """Counts steps and skipped (non-finite) steps; ``trainer.global_step`` counts every
+    optimiser's steps, so several optimisers would double it."""
+
+    def _init_counters(self) -> None:
+        self.step = 0
+        self.n_steps = 0
+        self.n_skipped = 0
+
+    def _finite_or_skip(self, loss: torch.Tensor) -> bool:
+        self.n_steps += 1
+        if torch.isfinite(loss):
+            return True
+        self.n_skipped += 1
+        logger.warning(
+            "Non-finite loss at step %d; update skipped (%d so far). Lower `lr` or check the "
+            "inputs if this repeats.",
+            self.step,
+            self.n_skipped,
+        )
+        return False
+
+
+class LossTrainingPlan(_StepCountingMixin, EpochMeanLoggingMixin, TrainingPlan):
+    """One optimiser on the module's loss (automatic optimisation).
+
+    Parameters
+    ----------
+    module
+        A :class:`TrainableModule`.
+    lr
+        Learning rate.
+    weight_decay
+        Weight decay (coupled, as torch's Adam/SGD).
+    optimizer
+        ``"adam"`` (torch defaults otherwise) or ``"sgd"`` (with ``momentum``).
+    momentum
+        SGD momentum.
+    lr_decay_epochs, lr_decay_factor
+        Multiply the learning rate by ``lr_decay_factor`` every ``lr_decay_epochs`` epochs
+        (``None``: constant).
+    epoch_extras
+        Values logged once per epoch next to the losses (e.g. ``{"stage": 3.0}``).
+    """
+
+    def __init__(
+        self,
+        module,
+        *,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        optimizer: Literal["adam", "sgd"] = "adam",
+        momentum: float = 0.9,
+        lr_decay_epochs: int | None = None,
+        lr_decay_factor: float = 0.1,
+        epoch_extras: dict[str, float] | None = None,
+    ):
+        super().__init__(module, lr=lr, weight_decay=weight_decay, n_epochs_kl_warmup=None)
+        self.optimizer_name = optimizer
+        self.momentum = momentum
+        self.lr_decay_epochs = lr_decay_epochs
+        self.lr_decay_factor = lr_decay_factor
+        self._extras = dict(epoch_extras or {})
+        self._init_counters()
+
+    def epoch_extras(self) -> dict[str, float]:
+        """Values logged once per epoch (e.g. the stage of a multi-stage method)."""
+        return dict(self._extras)
+
+    def training_step(self, batch, batch_idx):
+        """One update on a batch of every modality."""
+        outputs = self.module.forward_step(batch, self.step)
+        loss, terms = self.module.training_loss(outputs, self.step)
+        self.step += 1
+        if not self._finite_or_skip(loss):
+            return None
+        self.accumulate({"loss": loss.detach(), **terms}, _n_obs(batch), "train")
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        """Losses on held-out cells."""
+        outputs = self.module.forward_step(batch, self.step)
+        loss, terms = self.module.training_loss(outputs, self.step)
+        self.accumulate({"loss": loss, **terms}, _n_obs(batch), "validation")
+
+    def configure_optimizers(self):
+        """Adam, or SGD with momentum; optional step decay of the learning rate per epoch."""
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        if self.optimizer_name == "sgd":
+            optimizer = torch.optim.SGD(
+                params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+            )
+        else:
+            optimizer = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        if self.lr_decay_epochs is None:
+            return optimizer
+        scheduler = torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=self.lr_decay_epochs, gamma=self.lr_decay_factor
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }
+
+
+class AdversarialTrainingPlan(_StepCountingMixin, EpochMeanLoggingMixin, TrainingPlan):
+    """Alternating discriminator / generator updates with manual optimisation.
+
+    Parameters
+    ----------
+    module
+        An :class:`AdversarialModule`.
+    lr, weight_decay, betas, eps
+        Adam settings of the generator side (encoders, generators, …).
+    lr_discriminator, weight_decay_discriminator
+        Adam settings of the discriminators (default: the generator's).
+    n_discriminator_steps
+        Discriminator updates per generator update (1 for Portal, 5 for scMODAL).
+    clip_norm, clip_norm_discriminator
+        Gradient-norm clipping of each side (``None``: none).
+    """
+
+    def __init__(
+        self,
+        module,
+        *,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        lr_discriminator: float | None = None,
+        weight_decay_discriminator: float | None = None,
+        n_discriminator_steps: int = 1,
+        clip_norm: float | None = None,
+        clip_norm_discriminator: float | None = None,
+    ):
+        super().__init__(module, lr=lr, weight_decay=weight_decay, n_epochs_kl_warmup=None)
+        self.automatic_optimization = False
+        self.betas = tuple(betas)
+        self.adam_eps = eps
+        self.lr_discriminator = lr if lr_discriminator is None else lr_discriminator
+        self.weight_decay_discriminator = (
+            weight_decay if weight_decay_discriminator is None else weight_decay_discriminator
+        )
+        self.n_discriminator_steps = int(n_discriminator_steps)
+        self.clip_norm = clip_norm
+        self.clip_norm_discriminator = clip_norm_discriminator
+        self._init_counters()
+
+    def _parameter_groups(self) -> tuple[list, list]:
+        prefix = self.module.discriminator_prefix
+        generator, discriminator = [], []
+        for name, parameter in self.module.named_parameters():
+            if parameter.requires_grad:
+                (discriminator if name.startswith(prefix) else generator).append(parameter)
+        if not discriminator:
+            raise ValueError(f"The module has no parameters under {prefix!r}.")
+        return generator, discriminator
+
+    def configure_optimizers(self):
+        """One Adam for the generator side, one for the discriminators."""
+        generator, discriminator = self._parameter_groups()
+        opt_g = torch.optim.Adam(
+            generator,
+            lr=self.lr,
+            betas=self.betas,
+            eps=self.adam_eps,
+            weight_decay=self.weight_decay,
+        )
+        opt_d = torch.optim.Adam(
+            discriminator,
+            lr=self.lr_discriminator,
+            betas=self.betas,
+            eps=self.adam_eps,
+            weight_decay=self.weight_decay_discriminator,
+        )
+        return [opt_g, opt_d]
+
+    def _generator_update(self, opt_g, loss_g: torch.Tensor) -> None:
+        """Back-propagate and apply the generator loss; skip a non-finite one."""
+        if not self._finite_or_skip(loss_g):
+            return
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(loss_g)
+        if self.clip_norm is not None:
+            self.clip_gradients(opt_g, self.clip_norm, "norm")
+        opt_g.step()
+
+    def _discriminator_update(self, opt_d, outputs: dict) -> torch.Tensor:
+        loss_d = self.module.discriminator_loss(outputs, self.step)
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(loss_d)
+        if self.clip_norm_discriminator is not None:
+            self.clip_gradients(opt_d, self.clip_norm_discriminator, "norm")
+        opt_d.step()
+        return loss_d
+
+    def training_step(self, batch, batch_idx):
+        """Discriminator step(s), then one generator step, on the same forward pass."""
+        opt_g, opt_d = self.optimizers()
+        outputs = self.module.forward_step(batch, self.step)
+
+        self.toggle_optimizer(opt_d)
+        for _ in range(self.n_discriminator_steps):
+            loss_d = self._discriminator_update(opt_d, outputs)
+        self.untoggle_optimizer(opt_d)
+
+        self.toggle_optimizer(opt_g)
+        loss_g, terms = self.module.training_loss(outputs, self.step)
+        self._generator_update(opt_g, loss_g)
+        self.untoggle_optimizer(opt_g)
+        self.step += 1
+        self.accumulate(
+            {"loss": loss_g.detach(), "discriminator": loss_d.detach(), **terms},
+            _n_obs(batch),
+            "train",
+        )
+
+    def validation_step(self, batch, batch_idx):
+        """Generator and discriminator losses on held-out cells (no update)."""
+        outputs = self.module.forward_step(batch, self.step)
+        loss_d = self.module.discriminator_loss(outputs, self.step)
+        loss_g, terms = self.module.training_loss(outputs, self.step)
+        self.accumulate({"loss": loss_g, "discriminator": loss_d, **terms}, _n_obs(batch), "validation")
