@@ -37,5 +37,5 @@ lint: install
 
 clean:
 	rm -rf docs/_build docs/api/generated results/demo build dist .pytest_cache .ruff_cache \
-		lightning_logs .ci-venv src/*.egg-info
+		lightning_logs .ci-venv .ci-wheel-venv src/*.egg-info
 	find . -name __pycache__ -type d -not -path "./$(VENV)/*" -prune -exec rm -rf {} +

@@ -153,9 +153,7 @@ def run_scx_portal(
         use_rep="X_jpca",
         max_steps=steps,
         seed=seed,
-        enable_progress_bar=False,
-        callbacks=[timer],
-        **kwargs,
+        trainer_kwargs={"enable_progress_bar": False, "callbacks": [timer], **kwargs},
     )
     train_s = time.perf_counter() - start
     return {
@@ -210,7 +208,7 @@ def load(path, batch_key: str, label_key: str, n_pcs: int, seed: int):
     batches = adata.obs[batch_key].astype(str).to_numpy()
     order = pd.unique(batches)
     datasets = {b: adata[batches == b] for b in order}
-    pca = scx.pp.joint_pca(datasets, n_comps=n_pcs, random_state=seed)
+    pca = scx.pp.joint_pca(datasets, n_comps=n_pcs, seed=seed)
     # rows grouped by batch, in the order of the datasets
     rows = np.concatenate([np.flatnonzero(batches == b) for b in order])
     adata = adata[rows].copy()

@@ -26,6 +26,7 @@ import logging
 import warnings
 
 import anndata as ad
+import mudata as md
 import numpy as np
 import pandas as pd
 
@@ -52,12 +53,11 @@ def run(n: int, method: str, block_size: int, max_unblocked: int, cutoff: float)
     warnings.simplefilter("ignore")
     logging.getLogger("scx").setLevel(logging.WARNING)
     a, b = generate(n)
+    # both sides name their cells 0 … n-1, so a pair (i, i) is a true partner
     side1 = ad.AnnData(obsm={"Z": a}, shape=(n, 0))
     side2 = ad.AnnData(obsm={"Z": b}, shape=(n, 0))
     paired = scx.tl.pair_cells(
-        None,
-        side1,
-        side2,
+        md.MuData({"mod1": side1, "mod2": side2}),
         use_rep="Z",
         cutoff=cutoff,
         method=method,

@@ -55,7 +55,6 @@ def _quiet() -> None:
 def run_scx(n_cells: int, steps: int, precision: str | None) -> dict:
     _quiet()
     import anndata as ad
-    import torch
 
     import scx
 
@@ -65,16 +64,17 @@ def run_scx(n_cells: int, steps: int, precision: str | None) -> dict:
         obsm={"X_pca": X},
     )
     base = rss_mb()
-    kwargs = {} if precision is None else {"precision": precision}
-    torch.manual_seed(0)
+    trainer = {"enable_progress_bar": False}
+    if precision is not None:
+        trainer["precision"] = precision
     start = time.perf_counter()
     scx.tl.portal(
         adata,
         batch_key="batch",
         use_rep="X_pca",
         max_steps=steps,
-        enable_progress_bar=False,
-        **kwargs,
+        seed=0,
+        trainer_kwargs=trainer,
     )
     total = time.perf_counter() - start
     return {"time_s": total, "delta_MB": rss_mb() - base}

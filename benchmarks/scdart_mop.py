@@ -89,7 +89,9 @@ def run_scdart(rna, atac, kwargs: dict, threads: int) -> dict:
     from scx._neighbors import knn_transfer
 
     mdata = mudata.MuData({"rna": rna, "atac": atac})
-    model = scx.tl.scdart(mdata, prior="gene_region", enable_progress_bar=False, **kwargs)
+    model = scx.tl.scdart(
+        mdata, prior="gene_region", trainer_kwargs={"enable_progress_bar": False}, **kwargs
+    )
     weights = np.abs(model.get_peak_gene_weights(linked_only=False))
     linked = np.abs(model.get_peak_gene_weights().data)
     z_rna, z_atac = mdata["rna"].obsm["X_scdart"], mdata["atac"].obsm["X_scdart"]
@@ -131,7 +133,12 @@ def run_scjoint(rna, atac, annotation: str, threads: int) -> dict:
     rna = rna.copy()
     del rna.varm["gene_region"]
     mdata = mudata.MuData({"rna": rna, "atac": atac})
-    scx.tl.scjoint(mdata, labels_key="cell_type", annotation=annotation, enable_progress_bar=False)
+    scx.tl.scjoint(
+        mdata,
+        labels_key="cell_type",
+        annotation=annotation,
+        trainer_kwargs={"enable_progress_bar": False},
+    )
     return {
         "z_rna": mdata["rna"].obsm["X_scjoint"],
         "z_atac": mdata["atac"].obsm["X_scjoint"],
@@ -220,14 +227,14 @@ def main() -> None:
     from sklearn.model_selection import cross_val_score
     from sklearn.neighbors import KNeighborsClassifier
 
-    from scx.scdart import atac_embedding, rna_embedding
+    from scx.scdart import diffusion_embeddings
 
+    rna_emb, atac_emb = diffusion_embeddings(
+        rna.X, rna.var_names, atac.X, atac.var_names, n_pcs=30, seed=args.seed
+    )
     own = {
-        "RNA PCA (30)": (
-            rna_embedding(rna.X, 30, log_normalize=True, seed=args.seed),
-            rna.obs["cell_type"].astype(str).to_numpy(),
-        ),
-        "ATAC LSI (30)": (atac_embedding(atac.X, 31, seed=args.seed), truth),
+        "RNA PCA (30)": (rna_emb, rna.obs["cell_type"].astype(str).to_numpy()),
+        "ATAC LSI (30)": (atac_emb, truth),
     }
     for name, (embedding, labels) in own.items():
         accuracy = cross_val_score(KNeighborsClassifier(30), embedding, labels, cv=5).mean()

@@ -76,7 +76,7 @@ def main() -> None:
                 n_hidden_encoder=(128, 64),
                 max_epochs=args.epochs,
                 seed=seed,
-                enable_progress_bar=False,
+                trainer_kwargs={"enable_progress_bar": False},
                 **kwargs,
             )
             weight = model.get_peak_gene_weights(linked_only=False)

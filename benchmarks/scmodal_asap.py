@@ -33,6 +33,7 @@ import pandas as pd
 from _common import find_data_dir, print_table, run_isolated
 
 CITE, ASAP = "CITE-seq", "ASAP-seq"
+QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
 
 
 def _quiet() -> None:
@@ -83,13 +84,17 @@ def scores(z_cite, z_asap, mdata) -> dict:
 
 
 def _linked_space(mdata, proteins):
-    from scx.tl._scmodal import MIN_LINKED_TARGET, _normalize_log
+    from scipy import sparse
+
+    from scx.pp import log_normalize
+    from scx.scmodal import MIN_LINKED_TARGET
 
     cite = mdata["cite"][:, proteins].X
     target = max(float(np.median(np.asarray(cite.sum(axis=1)).ravel())), MIN_LINKED_TARGET)
     out = []
     for m in ("cite", "asap"):
-        x = _normalize_log(mdata[m][:, proteins].X, target).toarray()
+        block = sparse.csr_matrix(mdata[m][:, proteins].X, dtype=np.float32)
+        x = log_normalize(block, target).toarray()
         out.append((x - x.mean(0)) / np.maximum(x.std(0), 1e-8))
     return out
 
@@ -124,8 +129,7 @@ def run_portal(data_dir, proteins, seed) -> dict:
         reference="cite",
         use_rep="X_linked",
         seed=seed,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+        trainer_kwargs=QUIET,
     )
     z = adata.obsm["X_portal"]
     return scores(z[:n], z[n:], mdata)
@@ -138,13 +142,11 @@ def run_scmodal(data_dir, proteins, seed, steps) -> dict:
     mdata = load(data_dir)
     scx.tl.scmodal(
         mdata,
-        "cite",
-        "asap",
+        modalities=("cite", "asap"),
         links=[(p, p) for p in proteins],
         max_steps=steps,
         seed=seed,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+        trainer_kwargs=QUIET,
     )
     return scores(mdata["cite"].obsm["X_scmodal"], mdata["asap"].obsm["X_scmodal"], mdata)
 

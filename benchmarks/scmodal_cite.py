@@ -24,7 +24,8 @@ Peers, all in this run and each in its own process (time and peak memory are its
 * ``portal``: scx Portal (``scx.tl.portal``, ``use_rep``) on the z-scored linked features of
   both modalities, the shared space it can use; prediction = RNA cells translated into the
   protein dataset's space (``get_translated``);
-* ``scmodal``: ``scx.tl.scmodal`` from counts with default settings except ``max_steps``.
+* ``scmodal``: ``scx.tl.scmodal`` from counts with default settings except ``max_steps``;
+  prediction = ``scx.tl.impute(..., to="obsm")``.
 
 Run: ``python benchmarks/scmodal_cite.py [--steps 2000] [--seeds 0 1]``.
 """
@@ -54,6 +55,7 @@ LINKS = {
     "CD14": "CD14",
 }
 EXCLUDE = "unknown"
+QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
 
 
 def _quiet() -> None:
@@ -70,7 +72,7 @@ def load(data_dir):
     """Unpaired MuData (cells renamed per modality), labels and measured protein (log scale)."""
     import mudata as md
 
-    from scx.tl._scmodal import MIN_LINKED_TARGET, _normalize_log
+    from scx.scmodal import MIN_LINKED_TARGET
 
     mdata = md.read_h5mu(f"{data_dir}/cite_pbmc_inhouse/cite_pbmc_inhouse.h5mu")
     rna, prot = mdata["rna"].copy(), mdata["prot"].copy()
@@ -84,6 +86,15 @@ def load(data_dir):
         _normalize_log(prot.X, target).toarray(), index=prot.obs_names, columns=prot.var_names
     )
     return md.MuData({"rna": rna, "prot": prot}), labels, measured, target
+
+
+def _normalize_log(X, target_sum: float):
+    """Library-size normalisation of a count block to ``target_sum`` and log1p (sparse)."""
+    from scipy import sparse
+
+    from scx.pp import log_normalize
+
+    return log_normalize(sparse.csr_matrix(X, dtype=np.float32), target_sum)
 
 
 def scores(z_rna, z_prot, labels, prediction, measured) -> dict:
@@ -113,8 +124,6 @@ def scores(z_rna, z_prot, labels, prediction, measured) -> dict:
 
 def _linked_blocks(mdata, target):
     """Log-normalised linked genes (RNA cells) and ADT (protein cells), same protein order."""
-    from scx.tl._scmodal import _normalize_log
-
     proteins = list(LINKS)
     genes = mdata["rna"][:, [LINKS[p] for p in proteins]].X
     rna_linked = _normalize_log(genes, target).toarray()
@@ -178,8 +187,7 @@ def run_portal(data_dir, seed: int) -> dict:
         reference="prot",
         use_rep="X_linked",
         seed=seed,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+        trainer_kwargs=QUIET,
     )
     z = adata.obsm["X_portal"]
     prediction = pd.DataFrame(model.get_translated("rna", "prot"), columns=proteins)
@@ -194,15 +202,14 @@ def run_scmodal(data_dir, seed: int, steps: int) -> dict:
     mdata, labels, measured, _ = load(data_dir)
     model = scx.tl.scmodal(
         mdata,
-        "rna",
-        "prot",
+        modalities=("rna", "prot"),
         links=LINKS,
         max_steps=steps,
         seed=seed,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+        trainer_kwargs=QUIET,
     )
-    prediction = scx.tl.impute(mdata, model, "rna", "prot", to="obsm")
+    scx.tl.impute(mdata, model, source="rna", target="prot", to="obsm")
+    prediction = mdata["rna"].obsm["scmodal_prot"]
     prediction = prediction[measured.columns].reset_index(drop=True)
     return scores(
         mdata["rna"].obsm["X_scmodal"],

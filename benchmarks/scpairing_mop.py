@@ -66,7 +66,11 @@ def run_scpairing(seed: int, epochs: int) -> dict:
     mdata, bridge_idx, held_idx = load(seed)
     bridge = md.MuData({m: mdata[m][bridge_idx].copy() for m in ("rna", "atac")})
     model = scx.tl.scpairing(
-        bridge, max_epochs=epochs, seed=seed, enable_progress_bar=False, enable_model_summary=False
+        bridge,
+        modalities=("rna", "atac"),
+        max_epochs=epochs,
+        seed=seed,
+        trainer_kwargs={"enable_progress_bar": False, "enable_model_summary": False},
     )
     out = {"temperature": model.get_temperature()}
     for m in ("rna", "atac"):

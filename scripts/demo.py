@@ -9,7 +9,7 @@ data, or with ``--synthetic``, generated RNA + ATAC-peak data are used instead.
 Writes to ``--out`` (default ``results/demo``):
 
 * ``scjoint_demo.h5mu``: the MuData with ``obsm['X_scjoint']``, ``obs['scjoint_label']``,
-  ``obs['scjoint_confidence']``, ``obs['modality']`` and the UMAP;
+  ``obs['scjoint_confidence']``, ``obs['modality']`` (written by the tool) and the UMAP;
 * ``scjoint_umap.png``: UMAP of the joint embedding, coloured by modality and predicted label;
 * ``scjoint_history.png``: the training losses of both scJoint stages.
 
@@ -71,14 +71,6 @@ def load_synthetic(seed: int = 0) -> tuple[MuData, pd.Series, pd.DataFrame]:
     return MuData({"rna": rna, "atac": atac}), truth, annotation
 
 
-def modality_column(mdata: MuData) -> pd.Categorical:
-    """Which modality every global cell belongs to, from the MuData's membership masks."""
-    modality = np.full(mdata.n_obs, None, dtype=object)
-    for name in mdata.mod:
-        modality[np.asarray(mdata.obsm[name]).astype(bool).ravel()] = name
-    return pd.Categorical(modality, categories=list(mdata.mod))
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -89,6 +81,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=REPO / "results" / "demo", help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for training (default: 1, the fastest for this small model and "
+        "safe on a shared machine)",
+    )
     return parser.parse_args(argv)
 
 
@@ -98,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     mudata.set_options(pull_on_update=False)
+    scx.settings.num_threads = args.threads
+    scx.settings.verbosity = "info"
+    logger.info("Training with %d torch thread(s) (scx.settings.num_threads).", args.threads)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
 
@@ -122,13 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     model = scx.tl.scjoint(
         mdata,
-        rna="rna",
-        atac="atac",
+        modalities=("rna", "atac"),
         labels_key="cell_type",
         annotation=annotation,
         max_epochs=args.epochs,
         seed=args.seed,
-        enable_progress_bar=sys.stderr.isatty(),
     )
     logger.info("scJoint trained in %.1f s.", time.perf_counter() - start)
 
@@ -145,7 +145,6 @@ def main(argv: list[str] | None = None) -> int:
         scores["n_scored"],
     )
 
-    mdata.obs["modality"] = modality_column(mdata)
     sc.pp.neighbors(mdata, use_rep="X_scjoint", random_state=args.seed)
     sc.tl.umap(mdata, random_state=args.seed)
     umap_png = out / "scjoint_umap.png"

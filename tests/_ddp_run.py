@@ -37,7 +37,8 @@ def portal():
         adata,
         batch_key="batch",
         n_hidden=128,
-        max_steps=300,
+        # Portal's own default below 20,000 cells; steps are optimiser steps on every device
+        max_steps=1000,
         batch_size=128,
         trainer_kwargs=TRAINER,
         **DDP,

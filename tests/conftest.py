@@ -41,7 +41,9 @@ def unpaired():
 def trained_scjoint():
     """One scJoint run shared by the read-only tests."""
     mdata, truth = make_unpaired(seed=1)
-    model = scx.tl.scjoint(mdata, labels_key="cell_type", max_epochs=8, batch_size=128, **QUIET)
+    model = scx.tl.scjoint(
+        mdata, labels_key="cell_type", max_epochs=8, batch_size=128, trainer_kwargs=QUIET
+    )
     return mdata, truth, model
 
 

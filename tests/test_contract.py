@@ -128,7 +128,7 @@ CASES = {
 def global_state() -> dict:
     return {
         "torch": torch.random.get_rng_state().clone(),
-        "numpy": np.random.get_state()[1].copy(),
+        "numpy": np.random.get_state()[1].copy(),  # noqa: NPY002
         "random": random.getstate(),
         "threads": torch.get_num_threads(),
         "denormal": _flush_denormal_enabled(),
@@ -147,7 +147,9 @@ def assert_same_state(before: dict, after: dict) -> None:
 def embeddings(data, keys: list[str]) -> dict:
     """Every written embedding, per modality (MuData) or whole (AnnData)."""
     if isinstance(data, mudata.MuData):
-        return {(m, k): np.asarray(a.obsm[k]) for m, a in data.mod.items() for k in keys if k in a.obsm}
+        return {
+            (m, k): np.asarray(a.obsm[k]) for m, a in data.mod.items() for k in keys if k in a.obsm
+        }
     return {k: np.asarray(data.obsm[k]) for k in keys}
 
 
@@ -189,7 +191,7 @@ def run(request, tmp_path_factory):
 
 
 def test_copy_returns_new_object_with_results(run):
-    case, result, work, model, _ = run
+    case, result, _work, model, _ = run
     assert type(result) is type(case.data) and result is not case.data
     assert isinstance(model, case.model_cls)
     emb = embeddings(result, case.obsm)
@@ -198,7 +200,9 @@ def test_copy_returns_new_object_with_results(run):
         holder = result.obsm if key in result.obsm else next(iter(result.mod.values())).obsm
         assert key in holder, key
     for key in case.obs:
-        holders = [result.obs] + ([a.obs for a in result.mod.values()] if hasattr(result, "mod") else [])
+        holders = [result.obs] + (
+            [a.obs for a in result.mod.values()] if hasattr(result, "mod") else []
+        )
         assert any(key in h.columns for h in holders), key
     for value in emb.values():
         assert np.isfinite(value).all()
@@ -260,7 +264,9 @@ def test_unknown_keyword_fails_before_any_work(name, monkeypatch):
         raise AssertionError("work started before the arguments were checked")
 
     monkeypatch.setattr(case.model_cls, "prepare_inputs", no_work)
-    with pytest.raises(ValueError, match=r"`max_epoch` is not an argument.*Did you mean `max_epochs`"):
+    with pytest.raises(
+        ValueError, match=r"`max_epoch` is not an argument.*Did you mean `max_epochs`"
+    ):
         case.tool(case.data, max_epoch=3, **case.kwargs)
     with pytest.raises(ValueError, match=r"`random_state`.*`seed`"):
         case.tool(case.data, random_state=3, **case.kwargs)

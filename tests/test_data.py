@@ -136,7 +136,7 @@ def test_setup_errors():
     mdata, _ = make_unpaired(n_rna=50, n_atac=40, n_genes=20)
     with pytest.raises(ValueError, match="modalities"):
         SCJOINT.setup_mudata(mdata, modalities=["rna", "gex"])
-    with pytest.raises(ValueError, match="not registered"):
+    with pytest.raises(ValueError, match=r"names modalities \['prot'\]"):
         SCJOINT.setup_mudata(mdata, labels_key={"prot": "x"})
     with pytest.raises(ValueError, match="setup_anndata"):
         SCJOINT.setup_mudata(mdata["rna"])

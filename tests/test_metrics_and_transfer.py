@@ -48,6 +48,39 @@ def test_foscttm_matches_brute_force_and_extremes():
         scx.metrics.foscttm(x, y[:10])
 
 
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda x: scx.metrics.foscttm(x, np.full_like(x, np.nan)), "NaN or infinite"),
+        (lambda x: scx.metrics.foscttm(x, np.where(x > 1, np.inf, x)), "NaN or infinite"),
+        (lambda x: scx.metrics.foscttm(x[:, 0], x[:, 0]), "2-d"),
+        (lambda x: scx.metrics.foscttm(x[:1], x[:1]), "at least 2"),
+        (lambda x: scx.metrics.foscttm(x, x, chunk_size=0), "chunk_size"),
+    ],
+)
+def test_metrics_refuse_nonsense(call, message):
+    x = np.random.default_rng(0).normal(size=(20, 3))
+    with pytest.raises(ValueError, match=message):
+        call(x)
+
+
+@pytest.mark.skipif(not HAS_SCIB, reason="needs the `bench` extra (scib-metrics)")
+def test_scib_wrappers_refuse_nonsense():
+    X, labels = clusters(n_per=20, seed=9)
+    batch = np.repeat(["a", "b"], len(X) // 2)
+    for metric in (scx.metrics.ilisi, scx.metrics.kbet):
+        with pytest.raises(ValueError, match="entries but the embedding has"):
+            metric(X, batch[:-1])
+        with pytest.raises(ValueError, match="1 distinct value"):
+            metric(X, np.full(len(X), "a"))
+        with pytest.raises(ValueError, match="NaN"):
+            metric(np.where(X > 2, np.nan, X), batch)
+    with pytest.raises(ValueError, match="missing values"):
+        scx.metrics.silhouette_label(X, np.where(labels == "t0", None, labels))
+    with pytest.raises(ValueError, match="1 distinct value"):
+        scx.metrics.silhouette_label(X, np.full(len(X), "t0"))
+
+
 # ---------------------------------------------------------------------------- accuracy
 def test_label_transfer_accuracy_exclusions_and_macro_f1():
     true = ["a", "a", "b", "b", "c", "unknown", None, "d"]
@@ -114,7 +147,7 @@ def test_transfer_labels_on_anndata_by_batch():
     )
     adata.obsm["X_emb"] = np.vstack([ref, query])
     scx.tl.transfer_labels(
-        adata, "cell_type", use_rep="X_emb", reference=("batch", "ctrl"), n_neighbors=15
+        adata, labels_key="cell_type", use_rep="X_emb", reference=("batch", "ctrl"), n_neighbors=15
     )
     out = adata.obs["transfer_label"]
     assert out.iloc[: len(ref)].isna().all()
@@ -124,13 +157,15 @@ def test_transfer_labels_on_anndata_by_batch():
     assert adata.uns["transfer"]["params"]["n_neighbors"] == 15
     scx.tl.transfer_labels(
         adata,
-        "cell_type",
+        labels_key="cell_type",
         use_rep="X_emb",
         reference=("batch", "ctrl"),
-        min_confidence=1.01,
+        min_confidence=1.0,
         key_added="strict",
     )
-    assert (adata.obs["strict_label"].iloc[len(ref) :] == "unassigned").all()
+    strict = adata.obs.iloc[len(ref) :]
+    unassigned = (strict["strict_label"] == "unassigned").to_numpy()
+    np.testing.assert_array_equal(unassigned, strict["strict_confidence"].to_numpy() < 1)
 
 
 def test_transfer_labels_on_mudata_by_modality():
@@ -142,9 +177,43 @@ def test_transfer_labels_on_mudata_by_modality():
     atac.obs_names = [f"a{i}" for i in range(len(query))]
     mdata = mudata.MuData({"rna": rna, "atac": atac})
     mdata.obsm["X_joint"] = np.vstack([ref, query])
-    scx.tl.transfer_labels(mdata, "ct", use_rep="X_joint", reference="rna", query="atac")
+    scx.tl.transfer_labels(mdata, labels_key="ct", use_rep="X_joint", reference="rna", query="atac")
     assert (mdata["atac"].obs["transfer_label"].astype(str).to_numpy() == truth).mean() > 0.95
     assert mdata.obs["transfer_label"].iloc[: len(ref)].isna().all()
+
+
+def test_transfer_labels_skips_cells_without_the_embedding_and_copies():
+    """A third modality that a tool did not embed (NaN rows) is not a query by default."""
+    ref, labels = clusters(seed=7)
+    query, truth = clusters(seed=8)
+    rna = ad.AnnData(np.zeros((len(ref), 2)), obs=pd.DataFrame({"ct": labels}))
+    rna.obs_names = [f"r{i}" for i in range(len(ref))]
+    atac = ad.AnnData(np.zeros((len(query), 3)))
+    atac.obs_names = [f"a{i}" for i in range(len(query))]
+    prot = ad.AnnData(np.zeros((30, 2)))
+    prot.obs_names = [f"p{i}" for i in range(30)]
+    mdata = mudata.MuData({"rna": rna, "atac": atac, "prot": prot})
+    mdata.obsm["X_joint"] = np.vstack([ref, query, np.full((30, ref.shape[1]), np.nan)])
+    out = scx.tl.transfer_labels(
+        mdata, labels_key="ct", use_rep="X_joint", reference="rna", copy=True
+    )
+    assert "transfer_label" not in mdata.obs
+    label = out.obs["transfer_label"]
+    atac_rows = scx.base.global_rows(out, "atac")
+    assert (label.iloc[atac_rows].astype(str).to_numpy() == truth).mean() > 0.95
+    assert label.iloc[scx.base.global_rows(out, "prot")].isna().all()
+    with pytest.raises(ValueError, match="NaN rows among the query"):
+        scx.tl.transfer_labels(
+            mdata, labels_key="ct", use_rep="X_joint", reference="rna", query="prot"
+        )
+    with pytest.warns(FutureWarning, match="random_state"):
+        scx.tl.transfer_labels(
+            mdata, labels_key="ct", use_rep="X_joint", reference="rna", random_state=1
+        )
+    with pytest.raises(ValueError, match="Did you mean `n_neighbors`"):
+        scx.tl.transfer_labels(
+            mdata, labels_key="ct", use_rep="X_joint", reference="rna", n_neighbor=5
+        )
 
 
 def test_transfer_labels_errors():
@@ -152,15 +221,19 @@ def test_transfer_labels_errors():
     adata.obs["ct"] = "a"
     adata.obsm["emb"] = np.zeros((10, 3))
     with pytest.raises(ValueError, match="use_rep='X_nope'"):
-        scx.tl.transfer_labels(adata, "ct", use_rep="X_nope", reference=("b", "x"))
+        scx.tl.transfer_labels(adata, labels_key="ct", use_rep="X_nope", reference=("b", "x"))
     with pytest.raises(ValueError, match="names a modality"):
-        scx.tl.transfer_labels(adata, "ct", use_rep="emb", reference="rna")
+        scx.tl.transfer_labels(adata, labels_key="ct", use_rep="emb", reference="rna")
     with pytest.raises(ValueError, match="No cell has"):
-        scx.tl.transfer_labels(adata, "ct", use_rep="emb", reference=("b", "z"))
+        scx.tl.transfer_labels(adata, labels_key="ct", use_rep="emb", reference=("b", "z"))
     with pytest.raises(ValueError, match="boolean mask"):
-        scx.tl.transfer_labels(adata, "ct", use_rep="emb", reference=np.arange(10))
+        scx.tl.transfer_labels(adata, labels_key="ct", use_rep="emb", reference=np.arange(10))
     with pytest.raises(ValueError, match="labels_key='cell'"):
-        scx.tl.transfer_labels(adata, "cell", use_rep="emb", reference=("b", "x"))
+        scx.tl.transfer_labels(adata, labels_key="cell", use_rep="emb", reference=("b", "x"))
+    with pytest.raises(ValueError, match="min_confidence"):
+        scx.tl.transfer_labels(
+            adata, labels_key="ct", use_rep="emb", reference=("b", "x"), min_confidence="high"
+        )
     assert "transfer_label" not in adata.obs
 
 

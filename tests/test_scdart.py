@@ -1,24 +1,28 @@
 """scDART: trajectory recovered across modalities, learned gene activity, outputs, errors."""
 
+import warnings
+
 import mudata
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from anndata import AnnData
 from scipy import sparse, stats
 
 import scx
 from conftest import QUIET, assert_unchanged, snapshot
-from scx.scdart import SCDART, diffusion_coordinates
+from scx.scdart import SCDART, diffusion_coordinates, resolve_prior
 from scx.scdart._module import diffusion_kl, mmd
-from scx.tl._scdart import resolve_prior
 
 #: Small networks keep the tests fast; the architecture is the reference's otherwise.
-SMALL = {"n_hidden_gene_activity": (256, 128), "n_hidden_encoder": (128, 64), **QUIET}
+SMALL = {"n_hidden_gene_activity": (256, 128), "n_hidden_encoder": (128, 64)}
+#: A tiny, fast configuration for tests of the interface rather than of learning.
+TINY = {"n_hidden_gene_activity": (32, 16), "n_hidden_encoder": (32, 16), "trainer_kwargs": QUIET}
 
 
-def trajectory(seed: int = 0, n_cells: int = 600) -> mudata.MuData:
-    return scx.datasets.synthetic_trajectory(n_cells, 150, seed=seed)
+def trajectory(seed: int = 0, n_cells: int = 600, n_genes: int = 150, **kwargs) -> mudata.MuData:
+    return scx.datasets.synthetic_trajectory(n_cells, n_genes, seed=seed, **kwargs)
 
 
 def earliest(mdata: mudata.MuData, n: int = 10) -> dict:
@@ -31,56 +35,54 @@ def earliest(mdata: mudata.MuData, n: int = 10) -> dict:
 
 @pytest.fixture(scope="session")
 def trained():
-    mdata = trajectory()
+    # branches that leave the trunk continuously: when the branch programmes switch on at once,
+    # expression jumps at the branch point and the 5-neighbour RNA diffusion graph falls apart
+    # into trunk and branches (three components), so the RNA geometry scDART trains on is lost
+    mdata = trajectory(branch_ramp=0.2)
     model = scx.tl.scdart(
         mdata,
         prior="peak_prior",
         anchors=earliest(mdata),
-        n_latent=4,
         max_epochs=150,
         gene_activity_key="ga",
+        trainer_kwargs=QUIET,
         **SMALL,
     )
-    # a finer clustering than the reference default (0.1) resolves the two branches here
-    scx.tl.pseudotime(mdata, root="trunk_early", groupby="milestone", resolution=0.3)
+    # the pseudotime of the model's joint latent; DPT on the post-aligned latent (tight groups
+    # of averaged cells) depends on ties of its kNN graph and varies much more between seeds.
+    # A finer clustering than the reference default (0.1) resolves the two branches here.
+    scx.tl.pseudotime(
+        mdata, use_rep="X_scdart_raw", root="trunk_early", groupby="milestone", resolution=0.3
+    )
     return mdata, model
 
 
 def test_trajectory_pseudotime_across_modalities(trained):
+    """Over training seeds 0-7 (one torch thread) the margins were: Kendall tau RNA ≥ 0.72,
+    ATAC ≥ 0.73, paired r ≥ 0.94, FOSCTTM ≤ 0.17, backbone purity 1.0 with two segments."""
     mdata, _ = trained
     tau = {
-        m: stats.kendalltau(mdata[m].obs["scdart_pseudotime"], mdata[m].obs["pseudotime"]).statistic
+        m: stats.kendalltau(
+            mdata[m].obs["trajectory_pseudotime"], mdata[m].obs["pseudotime"]
+        ).statistic
         for m in ("rna", "atac")
     }
     # RNA cell i and ATAC cell i are the same cell (the model never saw the pairing)
     paired = stats.pearsonr(
-        mdata["rna"].obs["scdart_pseudotime"], mdata["atac"].obs["scdart_pseudotime"]
+        mdata["rna"].obs["trajectory_pseudotime"], mdata["atac"].obs["trajectory_pseudotime"]
     ).statistic
-    print(
-        mdata["rna"]
-        .obs.groupby("milestone", observed=True)["scdart_pseudotime"]
-        .mean()
-        .round(2)
-        .to_dict(),
-        mdata["atac"]
-        .obs.groupby("milestone", observed=True)["scdart_pseudotime"]
-        .mean()
-        .round(2)
-        .to_dict(),
-        scx.metrics.foscttm(mdata["rna"].obsm["X_scdart"], mdata["atac"].obsm["X_scdart"]),
-    )
     print(f"Kendall tau RNA {tau['rna']:.3f}, ATAC {tau['atac']:.3f}; paired r {paired:.3f}")
     # ATAC alone orders its cells less well (tau ≈ 0.6 in its own latent): noisier readout
     assert tau["rna"] > 0.6 and tau["atac"] > 0.5, tau
     assert paired > 0.8, paired
     z_rna, z_atac = mdata["rna"].obsm["X_scdart"], mdata["atac"].obsm["X_scdart"]
     assert scx.metrics.foscttm(z_rna, z_atac) < 0.25
-    root = mdata.uns["scdart_pseudotime"]["root_cell"]
-    assert mdata.obs.loc[root, "scdart_pseudotime"] == 0
+    root = mdata.uns["trajectory"]["root_cell"]
+    assert mdata.obs.loc[root, "trajectory_pseudotime"] == 0
     # the backbone separates the two branches after the branch point
     rna = mdata["rna"].obs
     late = rna["milestone"].astype(str).isin(["branch1_late", "branch2_late"])
-    table = pd.crosstab(rna["branch"][late], rna["scdart_branch"][late])
+    table = pd.crosstab(rna["branch"][late], rna["trajectory_branch"][late])
     assert (table.max(axis=1) / table.sum(axis=1)).min() > 0.6
     assert table.idxmax(axis=1).nunique() == 2, table
 
@@ -89,12 +91,16 @@ def test_outputs_and_learned_gene_activity(trained):
     mdata, model = trained
     n_rna, n_atac = mdata["rna"].n_obs, mdata["atac"].n_obs
     for key in ("X_scdart", "X_scdart_raw"):
-        assert mdata.obsm[key].shape == (mdata.n_obs, 4)
+        assert mdata.obsm[key].shape == (mdata.n_obs, 8)
         assert np.isfinite(mdata.obsm[key]).all()
-        assert mdata["rna"].obsm[key].shape == (n_rna, 4)
-    params = mdata.uns["scdart"]["params"]
-    assert params["n_prior_links"] == mdata["rna"].varm["peak_prior"].nnz
-    assert params["batch_size"] == 150 and params["anchors"] is True
+        assert mdata["rna"].obsm[key].shape == (n_rna, 8)
+    record = mdata.uns["scdart"]
+    assert record["n_prior_links"] == mdata["rna"].varm["peak_prior"].nnz
+    params = record["params"]
+    assert params["batch_size"] == 150 and params["max_epochs"] == 150
+    assert params["max_steps"] == 150 * 4 and params["ts"] == [30, 50, 70]
+    assert sorted(params["anchors"]) == ["atac", "rna"]
+    assert record["outputs"]["modalities"] == ["ga"]
     # predicted RNA of the ATAC cells as a new modality
     ga = mdata["ga"]
     assert ga.shape == (n_atac, mdata["rna"].n_vars)
@@ -119,7 +125,7 @@ def test_outputs_and_learned_gene_activity(trained):
     # end-to-end weights concentrate on the prior's links
     prior = mdata["rna"].varm["peak_prior"]
     full = model.get_peak_gene_weights(linked_only=False)
-    linked = model.get_peak_gene_weights()
+    linked = model.get_peak_gene_weights(chunk_peaks=100)
     assert full.shape == prior.shape and sparse.issparse(linked)
     np.testing.assert_allclose(
         linked.toarray()[prior.toarray() > 0], full[prior.toarray() > 0], rtol=1e-4, atol=1e-6
@@ -138,8 +144,28 @@ def test_latent_does_not_depend_on_batch_composition(trained):
     np.testing.assert_allclose(part, z[:37], rtol=1e-4, atol=1e-5)
 
 
+def test_new_cells_from_the_users_peaks(trained):
+    """New cells as the user holds them (peaks in another order, extra peaks) map the same."""
+    mdata, model = trained
+    atac = mdata["atac"][:50].copy()
+    shuffled = atac[:, np.random.default_rng(0).permutation(atac.n_vars)].copy()
+    extra = sparse.hstack([shuffled.X, sparse.csr_matrix((50, 2))], format="csr")
+    new = AnnData(
+        X=extra,
+        obs=shuffled.obs,
+        var=pd.DataFrame(index=[*shuffled.var_names, "chrX:1-2", "chrX:3-4"]),
+    )
+    z = model.get_latent_representation(modality="atac")[:50]
+    np.testing.assert_allclose(
+        model.get_latent_representation(new, modality="atac"), z, rtol=1e-4, atol=1e-5
+    )
+    activity = model.get_gene_activity(new)
+    np.testing.assert_allclose(activity.to_numpy(), mdata["ga"].X[:50], rtol=1e-4, atol=1e-5)
+    assert list(activity.index) == list(atac.obs_names)
+
+
 def test_save_load_roundtrip(trained, tmp_path):
-    _, model = trained
+    mdata, model = trained
     model.save(tmp_path / "m", save_anndata=True)
     loaded = SCDART.load(tmp_path / "m")
     for m in ("rna", "atac"):
@@ -150,6 +176,17 @@ def test_save_load_roundtrip(trained, tmp_path):
             atol=1e-6,
         )
     np.testing.assert_allclose(loaded.get_gene_activity(), model.get_gene_activity(), atol=1e-5)
+    # on the user's MuData as it is (no diffusion coordinates or other fields needed)
+    model.save(tmp_path / "plain")
+    before = snapshot(mdata)
+    loaded = SCDART.load(tmp_path / "plain", adata=mdata)
+    assert_unchanged(before, mdata)
+    np.testing.assert_allclose(
+        loaded.get_latent_representation(modality="atac"),
+        model.get_latent_representation(modality="atac"),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_deterministic_with_seed():
@@ -157,19 +194,72 @@ def test_deterministic_with_seed():
     runs = []
     for _ in range(2):
         m = mdata.copy()
-        scx.tl.scdart(m, prior="peak_prior", max_epochs=3, batch_size=60, **SMALL)
+        scx.tl.scdart(m, prior="peak_prior", max_epochs=3, batch_size=60, seed=2, **TINY)
         runs.append(m.obsm["X_scdart_raw"])
     np.testing.assert_array_equal(runs[0], runs[1])
 
 
 def test_batch_size_honoured_and_sparse_atac_stays_sparse():
     mdata = trajectory(seed=4, n_cells=240)
-    model = scx.tl.scdart(mdata, prior="peak_prior", max_epochs=2, batch_size=40, **SMALL)
-    assert mdata.uns["scdart"]["params"]["batch_size"] == 40
+    model = scx.tl.scdart(mdata, prior="peak_prior", max_epochs=2, batch_size=40, **TINY)
+    params = mdata.uns["scdart"]["params"]
     # 240 cells / 40 per step: six full steps per epoch, both modalities every step
+    assert params["batch_size"] == 40 and params["steps_per_epoch"] == 6
+    assert params["max_steps"] == 12
     assert model.history_["loss_train"].shape[0] == 2
     assert sparse.issparse(model.modality_adata("atac").X)
     assert model.modality_adata("atac").X is mdata["atac"].X  # no copy of the input
+
+
+def test_default_schedule_is_the_references_steps():
+    from scx.scdart._model import REFERENCE_STEPS
+
+    assert REFERENCE_STEPS == 2000  # the default length (`max_epochs=max_steps=None`)
+    mdata = trajectory(seed=4, n_cells=80)
+    model = scx.tl.scdart(mdata, prior="peak_prior", max_steps=10, **TINY)
+    # default batch: a quarter of the cells, 20; 4 steps per epoch: 10 steps round up to 3 epochs
+    assert model.default_batch_size() == 20
+    assert mdata.uns["scdart"]["params"]["max_steps"] == 12
+    assert mdata.uns["scdart"]["params"]["max_epochs"] == 3
+    assert model.history_["loss_train"].shape[0] == 3
+
+
+def test_counts_in_a_layer_and_gene_activity_rerun():
+    mdata = trajectory(seed=8, n_cells=80)
+    for m in ("rna", "atac"):
+        mdata[m].layers["counts"] = mdata[m].X.copy()
+        mdata[m].X = sparse.csr_matrix(mdata[m].shape, dtype=np.float32)
+    model = scx.tl.scdart(
+        mdata, prior="peak_prior", layer="counts", max_epochs=1, gene_activity_key="ga", **TINY
+    )
+    assert "ga" in mdata.mod
+    assert model.modality_adata("atac").layers["counts"] is mdata["atac"].layers["counts"]
+    # a rerun without gene activity removes the modality the first run added
+    scx.tl.scdart(mdata, prior="peak_prior", layer="counts", max_epochs=1, **TINY)
+    assert "ga" not in mdata.mod and "X_scdart" in mdata.obsm
+
+
+def test_model_built_by_hand_leaves_global_state():
+    """Registration by hand (RNA first, ATAC second) and ``train`` called directly."""
+    import random
+
+    mdata = trajectory(seed=1, n_cells=80, n_genes=40)
+    SCDART.setup_mudata(mdata, modalities=["rna", "atac"])
+    model = SCDART(
+        mdata,
+        prior=mdata["rna"].varm["peak_prior"],
+        n_hidden_gene_activity=(16,),
+        n_hidden_encoder=(16,),
+    )
+    legacy = np.random.get_state()[1].copy()  # noqa: NPY002 - the caller's global generator
+    state = torch.random.get_rng_state(), random.getstate()
+    model.train(max_epochs=2, batch_size={"rna": 20, "atac": 16}, **QUIET)
+    assert np.array_equal(legacy, np.random.get_state()[1])  # noqa: NPY002
+    assert torch.equal(state[0], torch.random.get_rng_state()) and state[1] == random.getstate()
+    assert model.train_params_["max_steps"] == 2 * 5 and model.train_params_["seed"] == 0
+    assert model.get_latent_representation(modality="rna").shape == (80, 8)
+    with pytest.raises(ValueError, match="batch_size"):
+        model.train(max_epochs=1, batch_size=81, **QUIET)
 
 
 def test_prior_sources_agree():
@@ -224,6 +314,14 @@ def test_losses():
     if torch.allclose(torch.cdist(latent, latent) ** 2, d, atol=1e-3):
         assert float(diffusion_kl(latent, coords)) < 1e-3
     assert float(diffusion_kl(torch.randn(50, 4), coords)) > 0.01
+    # several diffusion times: the distances of the blocks add up
+    blocks = torch.randn(50, 3, 6)
+    total = sum(torch.cdist(blocks[:, k], blocks[:, k]) for k in range(3))
+    latent = torch.randn(50, 4)
+    q = torch.cdist(latent, latent) ** 2
+    q, p = q / q.sum() + 1e-12, total / total.sum() + 1e-12
+    expected = (q * (q.log() - p.log())).sum()
+    assert float(diffusion_kl(latent, blocks)) == pytest.approx(float(expected), rel=1e-4)
 
 
 def test_relative_prior_penalty_ignores_layer_scale():
@@ -240,10 +338,11 @@ def test_relative_prior_penalty_ignores_layer_scale():
     )
     relative.load_state_dict(absolute.state_dict())
     x = (torch.rand(32, 12) > 0.5).float()
-    before = absolute.gene_activity_of(x), absolute.prior_loss(), relative.prior_loss()
-    for module in (absolute, relative):
-        module.gene_activity.linear_layers[0].weight.data.mul_(0.5)
-    after = absolute.gene_activity_of(x), absolute.prior_loss(), relative.prior_loss()
+    with torch.no_grad():
+        before = absolute.gene_activity_of(x), absolute.prior_loss(), relative.prior_loss()
+        for module in (absolute, relative):
+            module.gene_activity.linear_layers[0].weight.mul_(0.5)
+        after = absolute.gene_activity_of(x), absolute.prior_loss(), relative.prior_loss()
     # the same function up to BatchNorm's eps
     torch.testing.assert_close(before[0], after[0], atol=0.05, rtol=0.05)
     assert float(after[1]) == pytest.approx(0.5 * float(before[1]), rel=1e-4)
@@ -259,14 +358,45 @@ def test_relative_prior_penalty_ignores_layer_scale():
         n_hidden_gene_activity=(),
         n_hidden_encoder=(8,),
     )
-    assert float(single.prior_loss()) == pytest.approx(0.0, abs=1e-6)
+    assert float(single.prior_loss().detach()) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_module_contract():
+    """``forward_step``/``training_loss``/``embed(x, modality)``: the anchor term only with
+    anchor flags in the batch."""
+    from scx.scdart import ANCHOR_KEY, DIFFUSION_KEY, SCDARTModule
+
+    torch.manual_seed(0)
+    module = SCDARTModule(
+        6,
+        12,
+        torch.arange(6),
+        torch.arange(6) * 2,
+        modalities=("r", "a"),
+        n_hidden_gene_activity=(16,),
+        n_hidden_encoder=(8,),
+    )
+    batch = {
+        "r": {"X": torch.rand(10, 6) * 5, DIFFUSION_KEY: torch.randn(10, 3, 4)},
+        "a": {"X": (torch.rand(10, 12) > 0.5).float(), DIFFUSION_KEY: torch.randn(10, 3, 4)},
+    }
+    loss, terms = module.training_loss(module.forward_step(batch, 0), 0)
+    assert set(terms) == {"dist_rna", "dist_atac", "prior", "mmd"} and torch.isfinite(loss)
+    flags = torch.zeros(10, dtype=torch.bool)
+    flags[:3] = True
+    for m in batch:
+        batch[m][ANCHOR_KEY] = flags
+    loss, terms = module.training_loss(module.forward_step(batch, 0), 0)
+    assert float(terms["anchor"]) > 0
+    module.eval()
+    assert module.embed(batch["a"]["X"], 1).shape == (10, module.n_latent)
 
 
 # ---------------------------------------------------------------------------- bad input
 def _assert_fails(mdata, match, **kwargs):
     before = snapshot(mdata)
     with pytest.raises(ValueError, match=match):
-        scx.tl.scdart(mdata, **{"max_epochs": 1, **SMALL, **kwargs})
+        scx.tl.scdart(mdata, **{"max_epochs": 1, **TINY, **kwargs})
     assert_unchanged(before, mdata)
 
 
@@ -277,6 +407,7 @@ def test_bad_prior():
     _assert_fails(mdata, "links no peak", prior=sparse.csr_matrix(prior.shape))
     _assert_fails(mdata, "neither a `.varm` key", prior="nope")
     _assert_fails(mdata, "exactly one of", prior=None)
+    _assert_fails(mdata, "prior_kwargs", prior="peak_prior", prior_kwargs={"upstream": 0})
     frame = pd.DataFrame(
         prior.toarray(), index=mdata["rna"].var_names, columns=mdata["atac"].var_names
     )
@@ -287,7 +418,45 @@ def test_bad_prior():
     _assert_fails(mdata, "NaN", prior=bad)
 
 
-def test_bad_counts_and_arguments():
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"batch_size": 100}, "batch_size"),
+        ({"batch_size": 1}, "batch_size"),
+        ({"batch_size": {"rna": 10, "atc": 10}}, "batch_size"),
+        ({"anchors": {"rna": ["x", "y"], "atac": ["atac0", "atac1"]}}, "anchors"),
+        ({"anchors": {"rna": ["rna0"], "atac": ["atac0", "atac1"]}}, "at least 2"),
+        ({"anchors": {"rna": ["rna0", "rna1"]}}, "anchors"),
+        ({"modalities": ("x", "atac")}, "modalities"),
+        ({"modalities": ("rna", "rna")}, "modalities"),
+        ({"prior_penalty": "l3"}, "prior_penalty"),
+        ({"rna_transform": "log"}, "rna_transform"),
+        ({"atac_transform": "tfidf"}, "atac_transform"),
+        ({"lambda_mmd": float("nan")}, "lambda_mmd"),
+        ({"lambda_prior": -1.0}, "lambda_prior"),
+        ({"lambda_dist": float("inf")}, "lambda_dist"),
+        ({"lambda_anchor": -0.5}, "lambda_anchor"),
+        ({"ts": (30, 0)}, r"ts\[1\]"),
+        ({"ts": 30}, "ts"),
+        ({"ts": ()}, "ts"),
+        ({"lr": 0}, "lr"),
+        ({"diffusion_n_pcs": 1}, "diffusion_n_pcs"),
+        ({"post_align_neighbors": 0}, "post_align_neighbors"),
+        ({"gene_activity_key": "rna"}, "rna"),
+        ({"layer": {"rna": None, "atc": None}}, "layer"),
+    ],
+)
+def test_bad_arguments_fail_before_any_work(kwargs, match, monkeypatch):
+    mdata = trajectory(seed=7, n_cells=60)
+
+    def no_work(*args, **kw):
+        raise AssertionError("work started before the arguments were checked")
+
+    monkeypatch.setattr(SCDART, "prepare_inputs", no_work)
+    _assert_fails(mdata, match, **{"prior": "peak_prior", **kwargs})
+
+
+def test_bad_counts():
     mdata = trajectory(seed=7, n_cells=60)
     mdata["rna"].X = mdata["rna"].X.copy()
     mdata["rna"].X.data[0] = np.nan
@@ -296,20 +465,19 @@ def test_bad_counts_and_arguments():
     mdata["atac"].X = mdata["atac"].X.copy()
     mdata["atac"].X.data[0] = -1
     _assert_fails(mdata, "negative", prior="peak_prior")
-    mdata = trajectory(seed=7, n_cells=60)
-    _assert_fails(mdata, "batch_size", prior="peak_prior", batch_size=100)
-    _assert_fails(
-        mdata,
-        "anchors",
-        prior="peak_prior",
-        anchors={"rna": ["x", "y"], "atac": ["atac0", "atac1"]},
-    )
-    _assert_fails(mdata, "`rna='x'`", prior="peak_prior", rna="x")
-    _assert_fails(mdata, "prior_penalty", prior="peak_prior", prior_penalty="l3")
-    _assert_fails(mdata, "rna_transform", prior="peak_prior", rna_transform="log")
 
 
-def test_pseudotime_bad_root(trained):
+def test_old_argument_names_still_work_with_a_warning():
+    mdata = trajectory(seed=10, n_cells=40)
+    with pytest.warns(FutureWarning, match="modalities"):
+        scx.tl.scdart(mdata, rna="rna", atac="atac", prior="peak_prior", max_epochs=1, **TINY)
+    with pytest.warns(FutureWarning, match="diffusion_n_pcs"):
+        scx.tl.scdart(mdata, prior="peak_prior", n_pcs=10, max_epochs=1, **TINY)
+    assert mdata.uns["scdart"]["params"]["diffusion_n_pcs"] == 10
+
+
+# ---------------------------------------------------------------------------- pseudotime
+def test_pseudotime_bad_arguments(trained):
     mdata, _ = trained
     before = snapshot(mdata)
     with pytest.raises(ValueError, match="not the name of a cell"):
@@ -318,6 +486,13 @@ def test_pseudotime_bad_root(trained):
         scx.tl.pseudotime(mdata, root="no_such_label", groupby="milestone")
     with pytest.raises(ValueError, match=r"not in `\.obsm`"):
         scx.tl.pseudotime(mdata, use_rep="X_nope", root="rna0")
+    with pytest.raises(ValueError, match="`root` is required"):
+        scx.tl.pseudotime(mdata)
+    with pytest.raises(ValueError, match="resolution"):
+        scx.tl.pseudotime(mdata, root="rna0", resolution=float("nan"))
+    # the name of another tool's results would replace its embedding
+    with pytest.raises(ValueError, match="another tool"):
+        scx.tl.pseudotime(mdata, root="rna0", key_added="scdart")
     assert_unchanged(before, mdata)
 
 
@@ -329,3 +504,23 @@ def test_pseudotime_on_anndata_with_cell_root(trained):
     scx.tl.pseudotime(adata, root=adata.obs_names[first], backbone=False, key_added="pt")
     assert adata.obs["pt_pseudotime"].iloc[first] == 0
     assert stats.kendalltau(adata.obs["pt_pseudotime"], adata.obs["pseudotime"]).statistic > 0.5
+    assert adata.uns["pt"]["params"]["use_rep"] == "X_scdart"
+    assert adata.uns["pt"]["outputs"]["obs"] == ["pt_pseudotime"]
+
+
+def test_pseudotime_copy_rerun_and_old_call_form(trained):
+    mdata, _ = trained
+    before = snapshot(mdata)
+    result = scx.tl.pseudotime(mdata, root="rna0", copy=True, key_added="pt2")
+    assert_unchanged(before, mdata)
+    assert "pt2_pseudotime" in result.obs and "pt2_branch" in result["atac"].obs
+    # a rerun with the same name replaces every column of the first run
+    scx.tl.pseudotime(result, root="rna0", backbone=False, key_added="pt2")
+    assert "pt2_branch" not in result.obs and "pt2_branch" not in result["rna"].obs
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        with pytest.raises(FutureWarning, match="by name"):
+            scx.tl.pseudotime(result, "X_scdart", "rna0")
+    with pytest.warns(FutureWarning, match="by name"):
+        scx.tl.pseudotime(result, "X_scdart", "rna0", backbone=False)
+    assert result.uns["trajectory"]["root_cell"] == "rna0"

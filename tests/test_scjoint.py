@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import scanpy as sc
-import scvi
 import torch
 
 import scx
@@ -73,8 +72,8 @@ def test_scjoint_transfers_planted_labels(trained_scjoint):
 
 def test_scjoint_outputs(trained_scjoint):
     mdata, _, model = trained_scjoint
-    rna_rows = scx.tl._outputs.global_rows(mdata, "rna")
-    atac_rows = scx.tl._outputs.global_rows(mdata, "atac")
+    rna_rows = scx.base.global_rows(mdata, "rna")
+    atac_rows = scx.base.global_rows(mdata, "atac")
     z = mdata.obsm["X_scjoint"]
     assert z.shape == (mdata.n_obs, 64)
     assert np.isfinite(z).all()
@@ -133,9 +132,9 @@ def test_scjoint_from_peaks_with_annotation():
         annotation=annotation,
         max_epochs=6,
         batch_size=100,
-        **QUIET,
+        trainer_kwargs=QUIET,
     )
-    assert mdata.uns["scjoint"]["params"]["gene_activity"] == "computed"
+    assert mdata.uns["scjoint"]["params"]["annotation"] == "DataFrame"
     scores = scx.metrics.label_transfer_accuracy(truth, mdata["atac"].obs["scjoint_label"])
     assert scores["accuracy"] > 0.85
 
@@ -146,7 +145,9 @@ def test_paired_mudata_aligns_the_same_cells():
     )
     mdata["atac"].obs = mdata["atac"].obs.drop(columns="cell_type")
     with pytest.warns(UserWarning, match="share cells"):
-        scx.tl.scjoint(mdata, labels_key="cell_type", max_epochs=6, batch_size=100, **QUIET)
+        scx.tl.scjoint(
+            mdata, labels_key="cell_type", max_epochs=6, batch_size=100, trainer_kwargs=QUIET
+        )
     assert "X_scjoint" not in mdata.obsm  # one global row per cell would be ambiguous
     assert "scjoint_label" not in mdata.obs
     z_rna, z_atac = mdata["rna"].obsm["X_scjoint"], mdata["atac"].obsm["X_scjoint"]
@@ -160,7 +161,12 @@ def test_paired_mudata_aligns_the_same_cells():
 def test_reference_settings_also_learn():
     mdata, truth = make_unpaired(seed=2)
     model = scx.tl.scjoint(
-        mdata, labels_key="cell_type", max_epochs=8, batch_size=128, **REFERENCE_SETTINGS, **QUIET
+        mdata,
+        labels_key="cell_type",
+        max_epochs=8,
+        batch_size=128,
+        **REFERENCE_SETTINGS,
+        trainer_kwargs=QUIET,
     )
     assert model.module.n_pcs is None and model.module.latent_norm is None
     scores = scx.metrics.label_transfer_accuracy(truth, mdata["atac"].obs["scjoint_label"])
@@ -170,7 +176,6 @@ def test_reference_settings_also_learn():
 def test_centres_learned_or_fixed():
     for learn in (True, False):
         mdata, _ = make_unpaired(seed=4, n_rna=300, n_atac=300, n_genes=100)
-        scvi.settings.seed = 0
         SCJOINT.setup_mudata(mdata, modalities=["rna", "atac"], labels_key={"rna": "cell_type"})
         model = SCJOINT(mdata, learn_centers=learn)
         # warm start keeps the centres drawn at construction, so a change is due to training
@@ -183,7 +188,12 @@ def test_centres_learned_or_fixed():
 def test_validation_losses_in_history():
     mdata, _ = make_unpaired(seed=10, n_rna=300, n_atac=300, n_genes=100)
     model = scx.tl.scjoint(
-        mdata, labels_key="cell_type", max_epochs=3, batch_size=64, train_size=0.8, **QUIET
+        mdata,
+        labels_key="cell_type",
+        max_epochs=3,
+        batch_size=64,
+        train_size=0.8,
+        trainer_kwargs=QUIET,
     )
     for key in ("loss_validation", "cosine_validation", "center_validation"):
         assert key in model.history
@@ -198,7 +208,14 @@ def test_deterministic_with_seed():
     runs = []
     for _ in range(2):
         mdata, _ = make_unpaired(seed=5, n_rna=300, n_atac=300, n_genes=100)
-        scx.tl.scjoint(mdata, labels_key="cell_type", max_epochs=2, batch_size=100, seed=7, **QUIET)
+        scx.tl.scjoint(
+            mdata,
+            labels_key="cell_type",
+            max_epochs=2,
+            batch_size=100,
+            seed=7,
+            trainer_kwargs=QUIET,
+        )
         runs.append(mdata.obsm["X_scjoint"])
     np.testing.assert_array_equal(runs[0], runs[1])
 
@@ -232,8 +249,9 @@ def test_embed_and_predict_new_cells(trained_scjoint):
         model.get_latent_representation(modality="atac")[:50],
         atol=1e-6,
     )
-    pred = model.predict(new, modality="atac", min_confidence=1.01)
-    assert (pred["label"] == "unassigned").all()
+    pred = model.predict(new, modality="atac", min_confidence=1.0)
+    unassigned = (pred["label"] == "unassigned").to_numpy()
+    np.testing.assert_array_equal(unassigned, pred["confidence"].to_numpy() < 1)
     with pytest.raises(ValueError, match="lacks"):
         model.get_latent_representation(new[:, :10].copy(), modality="atac")
 
@@ -244,7 +262,12 @@ def test_counts_in_a_layer(tmp_path):
         mdata[m].layers["counts"] = mdata[m].X.copy()
         mdata[m].X = mdata[m].X * 0  # .X must not be what the model reads
     model = scx.tl.scjoint(
-        mdata, labels_key="cell_type", layer="counts", max_epochs=6, batch_size=100, **QUIET
+        mdata,
+        labels_key="cell_type",
+        layer="counts",
+        max_epochs=6,
+        batch_size=100,
+        trainer_kwargs=QUIET,
     )
     scores = scx.metrics.label_transfer_accuracy(truth, mdata["atac"].obs["scjoint_label"])
     assert scores["accuracy"] > 0.85
@@ -302,9 +325,15 @@ def _bad_runs():
         (drop_labels, {}, "labels_key='cell_type'.*not a column"),
         (lambda m: None, {"labels_key": "celltype"}, "celltype"),
         (lambda m: None, {"labels_key": None}, "labels_key"),
-        (lambda m: None, {"rna": "gex"}, "rna='gex'.*modalities are"),
-        (lambda m: None, {"atac": "peaks"}, "atac='peaks'"),
-        (lambda m: None, {"rna": "rna", "atac": "rna"}, "different modalities"),
+        (lambda m: None, {"modalities": ("gex", "atac")}, r"modalities\[0\]='gex'.*modalities are"),
+        (lambda m: None, {"modalities": ("rna", "peaks")}, r"modalities\[1\]='peaks'"),
+        (lambda m: None, {"modalities": ("rna", "rna")}, "different modalities"),
+        (lambda m: None, {"modalities": "rna"}, "`modalities` must name"),
+        (lambda m: None, {"layer": {"rna": None, "atc": None}}, "names modalities.*atc"),
+        (lambda m: None, {"lr": -0.1}, "`lr`"),
+        (lambda m: None, {"center_weight": float("nan")}, "center_weight"),
+        (lambda m: None, {"min_confidence": "high"}, "min_confidence"),
+        (lambda m: None, {"batch_size": 1}, "batch_size"),
         (single_class, {}, "at least two classes"),
         (missing_label, {}, "missing labels"),
         (nan_values, {}, "NaN"),
@@ -324,7 +353,7 @@ def test_bad_input_raises_before_training_and_leaves_input_unchanged(mutate, kwa
     mutate(mdata)
     mdata.update()
     before = snapshot(mdata)
-    call = {"labels_key": "cell_type", "max_epochs": 1, "batch_size": 64, **QUIET}
+    call = {"labels_key": "cell_type", "max_epochs": 1, "batch_size": 64, "trainer_kwargs": QUIET}
     call.update(kwargs)
     with pytest.raises(ValueError, match=message):
         scx.tl.scjoint(mdata, **call)
@@ -337,7 +366,7 @@ def test_atac_peaks_without_annotation():
     )
     before = snapshot(mdata)
     with pytest.raises(ValueError, match="pass `annotation=`"):
-        scx.tl.scjoint(mdata, labels_key="cell_type", batch_size=50, **QUIET)
+        scx.tl.scjoint(mdata, labels_key="cell_type", batch_size=50, trainer_kwargs=QUIET)
     assert_unchanged(before, mdata)
 
 
@@ -347,10 +376,16 @@ def test_atac_with_neither_coordinates_nor_genes():
     mdata.update()
     before = snapshot(mdata)
     with pytest.raises(ValueError, match="no peak coordinates"):
-        scx.tl.scjoint(mdata, labels_key="cell_type", batch_size=50, **QUIET)
+        scx.tl.scjoint(mdata, labels_key="cell_type", batch_size=50, trainer_kwargs=QUIET)
     annotation = scx.datasets.synthetic_annotation(40)
     with pytest.raises(ValueError, match="coordinate"):
-        scx.tl.scjoint(mdata, labels_key="cell_type", batch_size=50, annotation=annotation, **QUIET)
+        scx.tl.scjoint(
+            mdata,
+            labels_key="cell_type",
+            batch_size=50,
+            annotation=annotation,
+            trainer_kwargs=QUIET,
+        )
     assert_unchanged(before, mdata)
 
 
@@ -358,13 +393,117 @@ def test_empty_modality_and_not_mudata():
     mdata, _ = make_unpaired(n_rna=100, n_atac=100, n_genes=40)
     empty = mudata.MuData({"rna": mdata["rna"], "atac": mdata["atac"][:0].copy()})
     with pytest.raises(ValueError, match="empty"):
-        scx.tl.scjoint(empty, labels_key="cell_type", **QUIET)
+        scx.tl.scjoint(empty, labels_key="cell_type", trainer_kwargs=QUIET)
     with pytest.raises(ValueError, match="must be a MuData"):
-        scx.tl.scjoint(mdata["rna"], labels_key="cell_type", **QUIET)
+        scx.tl.scjoint(mdata["rna"], labels_key="cell_type", trainer_kwargs=QUIET)
 
 
 def test_stale_mudata_index():
     mdata, _ = make_unpaired(n_rna=100, n_atac=100, n_genes=40)
     mdata.mod["atac"] = mdata["atac"][:80].copy()  # modality replaced without mdata.update()
     with pytest.raises(ValueError, match=r"mdata\.update\(\)"):
-        scx.tl.scjoint(mdata, labels_key="cell_type", batch_size=50, **QUIET)
+        scx.tl.scjoint(mdata, labels_key="cell_type", batch_size=50, trainer_kwargs=QUIET)
+
+
+# ---------------------------------------------------------------------------- contract details
+def test_raw_peaks_of_new_cells_and_load_on_user_data(tmp_path):
+    """A model built from peaks maps new raw-peak cells and reloads onto the user's MuData."""
+    mdata = scx.datasets.synthetic_multiome(
+        n_rna=300, n_atac=300, n_genes=120, n_types=4, atac_features="peaks", seed=3
+    )
+    annotation = mdata["atac"].uns.pop("gene_annotation")
+    truth = mdata["atac"].obs.pop("cell_type").astype(str)
+    model = scx.tl.scjoint(
+        mdata,
+        labels_key="cell_type",
+        annotation=annotation,
+        max_epochs=6,
+        batch_size=100,
+        trainer_kwargs=QUIET,
+    )
+    new = mdata["atac"][:40].copy()  # raw peaks, as the user holds them
+    np.testing.assert_allclose(
+        model.get_latent_representation(new, modality="atac"),
+        mdata["atac"].obsm["X_scjoint"][:40],
+        atol=1e-5,
+    )
+    pred = model.predict(new, modality="atac")
+    assert (pred["label"].astype(str).to_numpy() == truth[:40].to_numpy()).mean() > 0.8
+    model.save(tmp_path / "model")
+    before = snapshot(mdata)
+    loaded = SCJOINT.load(tmp_path / "model", adata=mdata)
+    assert_unchanged(before, mdata)
+    np.testing.assert_allclose(
+        loaded.get_latent_representation(modality="atac"),
+        mdata["atac"].obsm["X_scjoint"],
+        atol=1e-6,
+    )
+
+
+def test_old_argument_names_still_work_with_a_warning():
+    mdata, _truth = make_unpaired(seed=11, n_rna=200, n_atac=200, n_genes=80)
+    with pytest.warns(FutureWarning, match="`rna=` is deprecated"):
+        scx.tl.scjoint(
+            mdata,
+            rna="rna",
+            atac="atac",
+            labels_key="cell_type",
+            max_epochs=2,
+            batch_size=64,
+            trainer_kwargs=QUIET,
+        )
+    assert list(mdata.uns["scjoint"]["params"]["modalities"]) == ["rna", "atac"]
+    with pytest.warns(FutureWarning, match="trainer_kwargs"):
+        scx.tl.scjoint(mdata, labels_key="cell_type", max_epochs=1, batch_size=64, **QUIET)
+
+
+def test_modality_column_and_rerun_replaces_outputs(trained_scjoint):
+    mdata, _, _ = trained_scjoint
+    mdata = mdata.copy()
+    modality = mdata.obs["modality"]
+    assert set(modality.cat.categories) == {"rna", "atac"}
+    assert (modality.iloc[scx.base.global_rows(mdata, "atac")] == "atac").all()
+    scx.tl.scjoint(
+        mdata,
+        labels_key="cell_type",
+        max_epochs=1,
+        batch_size=128,
+        min_confidence=1.0,
+        trainer_kwargs=QUIET,
+    )
+    atac = mdata["atac"].obs
+    unassigned = (atac["scjoint_label"] == "unassigned").to_numpy()
+    np.testing.assert_array_equal(unassigned, atac["scjoint_confidence"].to_numpy() < 1)
+    assert mdata.uns["scjoint"]["params"]["min_confidence"] == 1.0
+
+
+def test_interrupt_surfaces_as_keyboard_interrupt(monkeypatch):
+    mdata, _ = make_unpaired(seed=12, n_rna=200, n_atac=200, n_genes=80)
+    before = snapshot(mdata)
+
+    def interrupt(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(scx.train.LossTrainingPlan, "training_step", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        scx.tl.scjoint(
+            mdata, labels_key="cell_type", max_epochs=1, batch_size=64, trainer_kwargs=QUIET
+        )
+    assert_unchanged(before, mdata)
+
+
+def test_every_step_non_finite_is_an_error_not_a_result(monkeypatch):
+    mdata, _ = make_unpaired(seed=13, n_rna=200, n_atac=200, n_genes=80)
+    before = snapshot(mdata)
+    original = scx.scjoint.SCJOINTModule.training_loss
+
+    def nan_loss(self, outputs, step):
+        loss, terms = original(self, outputs, step)
+        return loss * float("nan"), terms
+
+    monkeypatch.setattr(scx.scjoint.SCJOINTModule, "training_loss", nan_loss)
+    with pytest.raises(RuntimeError, match="not finite at any"):
+        scx.tl.scjoint(
+            mdata, labels_key="cell_type", max_epochs=1, batch_size=64, trainer_kwargs=QUIET
+        )
+    assert_unchanged(before, mdata)

@@ -1,18 +1,28 @@
-"""scMODAL: planted types aligned through a few links, imputation, anchors, save/load, errors."""
+"""scMODAL: planted types aligned through a few links, imputation, anchors, stored
+preprocessing, save/load, errors."""
 
 import mudata
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy import sparse
 
 import scx
 from conftest import QUIET, assert_unchanged, snapshot
 from scx._neighbors import knn_transfer
-from scx.scmodal import SCMODAL, SCMODALModule, mutual_nearest_neighbors, resolve_links
+from scx.scmodal import (
+    MIN_LINKED_TARGET,
+    SCMODAL,
+    SCMODALModule,
+    anchor_loss,
+    mutual_nearest_neighbors,
+    resolve_links,
+)
 
 #: Small networks and few steps keep the tests fast; the planted structure is easy.
-FAST = {"n_hidden": 64, "max_steps": 200, "batch_size": 128, **QUIET}
+FAST = {"n_hidden": 64, "max_steps": 200, "batch_size": 128, "trainer_kwargs": QUIET}
+ROLES = ("rna", "prot")
 
 
 def make_linked(seed: int = 0, **kwargs) -> mudata.MuData:
@@ -38,7 +48,7 @@ def transfer_accuracy(mdata: mudata.MuData, other: str = "prot", key: str = "X_s
 def linked_run():
     """One scMODAL run on generated RNA + protein with 6 of 20 proteins linked."""
     mdata = make_linked()
-    model = scx.tl.scmodal(mdata, "rna", "prot", links=protein_to_gene(mdata), **FAST)
+    model = scx.tl.scmodal(mdata, modalities=ROLES, links=protein_to_gene(mdata), **FAST)
     return mdata, model
 
 
@@ -51,7 +61,7 @@ def test_generated_modalities_are_weakly_linked():
 
 def test_planted_types_are_aligned_across_modalities(linked_run):
     mdata, _ = linked_run
-    for m in ("rna", "prot"):
+    for m in ROLES:
         z = mdata[m].obsm["X_scmodal"]
         assert z.shape == (400, 20) and np.isfinite(z).all()
     assert mdata.obsm["X_scmodal"].shape == (800, 20)
@@ -61,32 +71,106 @@ def test_planted_types_are_aligned_across_modalities(linked_run):
 
 def test_imputed_protein_follows_the_planted_profiles(linked_run):
     mdata, model = linked_run
-    imputed = scx.tl.impute(mdata, model, "rna", "prot")
+    assert scx.tl.impute(mdata, model, source="rna", target="prot") is None
+    imputed = mdata["prot_from_rna"].to_df()
     assert imputed.shape == (400, 20) and list(imputed.index) == list(mdata["rna"].obs_names)
-    assert "prot_from_rna" in mdata.mod and mdata["prot_from_rna"].n_vars == 20
+    record = mdata.uns["prot_from_rna"]
+    assert record["params"] == {"source": "rna", "target": "prot", "to": "modality"}
+    assert list(record["outputs"]["modalities"]) == ["prot_from_rna"]
     truth = mdata["prot"].varm["log_profile"][:, mdata["rna"].obs["cell_type"].cat.codes].T
     columns = mdata["prot"].var_names.get_indexer(imputed.columns)
     r = [np.corrcoef(imputed.iloc[:, j], truth[:, c])[0, 1] for j, c in enumerate(columns)]
     # the unlinked proteins too: they are only learned through the alignment
     assert np.mean(r) > 0.7 and np.mean(r[6:]) > 0.6, np.round(r, 2)
     # on the model-input scale (log-normalised), and into the obsm of the source
-    scx.tl.impute(mdata, model, "prot", "rna", to="obsm")
+    scx.tl.impute(mdata, model, source="prot", target="rna", to="obsm")
     assert mdata["prot"].obsm["scmodal_rna"].shape == (400, 200)
+    assert list(mdata["prot"].obsm["scmodal_rna"].columns) == list(model.var_names_of("rna"))
+    pd.testing.assert_frame_equal(
+        mdata["prot"].obsm["scmodal_rna"], model.get_imputed("prot", "rna"), check_names=False
+    )
+
+
+def test_impute_rerun_replaces_and_copy_leaves_input(linked_run):
+    mdata, model = linked_run
+    work = mdata.copy()
+    before = snapshot(work)
+    result = scx.tl.impute(work, model, source="rna", target="prot", key_added="p", copy=True)
+    assert_unchanged(before, work)
+    assert "p" in result.mod and result.uns["p"]["function"] == "scx.tl.impute"
+    # the same name again replaces the earlier output, also when it moves to .obsm
+    scx.tl.impute(result, model, source="rna", target="prot", key_added="p", to="obsm")
+    assert "p" not in result.mod and result["rna"].obsm["p"].shape == (400, 20)
+    assert list(result.uns["p"]["outputs"]["obsm"]) == ["p"]
+    # the old positional form still works
+    with pytest.warns(FutureWarning, match="by position"):
+        scx.tl.impute(work, model, "rna", "prot")
+    assert "prot_from_rna" in work.mod
 
 
 def test_outputs_and_history(linked_run):
     mdata, model = linked_run
-    params = mdata.uns["scmodal"]["params"]
-    assert params["n_links_given"] == 6 and params["n_links_used"] == 6
-    assert params["links_swapped"] is True  # a protein → gene dict for mod1="rna"
-    assert params["linked_prot"] == list(mdata.uns["links"]["prot"])
-    assert params["max_steps"] == 200 and params["lambda_geo"] == 10.0
+    record = mdata.uns["scmodal"]
+    params = record["params"]
+    assert record["n_links_given"] == 6 and record["n_links_used"] == 6
+    assert record["links_swapped"] is True  # a protein → gene dict for modalities[0] = "rna"
+    assert record["n_features"] == {"rna": 200, "prot": 20}
+    assert params["links"]["prot"] == list(mdata.uns["links"]["prot"])
+    assert params["modalities"] == ["rna", "prot"]
+    assert params["max_steps"] == 200 and params["max_epochs"] == 2
+    assert params["lambda_geo"] == 10.0 and params["n_discriminator_steps"] == 5
     history = model.history
     terms = {"gan", "ae", "la", "mnn", "geo", "n_anchors", "discriminator"}
     assert {f"{t}_train" for t in terms} <= set(history)
     assert history["ae_train"].iloc[-1, 0] < 0.8 * history["ae_train"].iloc[0, 0]
     assert history["mnn_train"].iloc[-1, 0] < history["mnn_train"].iloc[0, 0]
     assert (history["n_anchors_train"].iloc[:, 0] > 0).all()
+
+
+def test_preprocessing_is_a_stored_transform(linked_run):
+    """The reference's recipe as fitted numbers, re-applied exactly to the user's counts."""
+    mdata, model = linked_run
+    state = model.input_state_
+    linked_genes = list(dict.fromkeys(protein_to_gene(mdata).values()))
+    totals = np.asarray(mdata["rna"][:, linked_genes].X.sum(axis=1)).ravel()
+    for m in ROLES:
+        transform = state["transforms"][m]
+        assert transform["kind"] == "log_blocks"
+        linked_target, _ = transform["target_sums"]
+        assert linked_target == max(float(np.median(totals)), MIN_LINKED_TARGET)
+        mapped = scx.pp.apply_transform(transform, mdata[m])
+        registered = model.adata[m].X
+        assert (abs(mapped - registered) > 0).nnz == 0
+        assert list(model.var_names_of(m)) == list(transform["features"])
+        assert model.adata[m].var["linked"].sum() == 6
+
+
+def test_new_cells_from_raw_counts(linked_run):
+    mdata, model = linked_run
+    new = mdata["rna"][:60].copy()
+    new = new[:, new.var_names[::-1]].copy()  # any feature order
+    np.testing.assert_allclose(
+        model.get_latent_representation(new, modality="rna"),
+        model.get_latent_representation(modality="rna")[:60],
+        atol=1e-5,
+    )
+    pd.testing.assert_frame_equal(
+        model.get_imputed("rna", "prot", new), model.get_imputed("rna", "prot").iloc[:60], atol=1e-5
+    )
+    with pytest.raises(ValueError, match="lacks"):
+        model.get_latent_representation(new[:, :50].copy(), modality="rna")
+    # rows of the model's own (preprocessed) inputs are recognised as such
+    np.testing.assert_allclose(
+        model.get_latent_representation(model.adata["rna"][:60].copy(), modality="rna"),
+        model.get_latent_representation(modality="rna")[:60],
+        atol=1e-5,
+    )
+    # impute into a MuData of new cells maps them the same way
+    other = mudata.MuData({"rna": new})
+    scx.tl.impute(other, model, source="rna", target="prot")
+    np.testing.assert_allclose(
+        other["prot_from_rna"].X, model.get_imputed("rna", "prot").iloc[:60], atol=1e-5
+    )
 
 
 def test_rna_and_gene_activity_pairing_recovered():
@@ -98,32 +182,44 @@ def test_rna_and_gene_activity_pairing_recovered():
     mdata.update()
     genes = list(mdata["rna"].var_names)
     links = pd.DataFrame({"atac": genes, "rna": genes})  # columns name the modalities
-    scx.tl.scmodal(mdata, "rna", "atac", links=links, **{**FAST, "max_steps": 150})
-    assert mdata.uns["scmodal"]["params"]["links_swapped"] is True
+    scx.tl.scmodal(mdata, modalities=("rna", "atac"), links=links, **{**FAST, "max_steps": 150})
+    assert mdata.uns["scmodal"]["links_swapped"] is True
     fosc = scx.metrics.foscttm(mdata["rna"].obsm["X_scmodal"], mdata["atac"].obsm["X_scmodal"])
     assert fosc < 0.2, fosc
     assert transfer_accuracy(mdata, "atac") > 0.9
 
 
 def test_save_load_keeps_discriminator_and_links(linked_run, tmp_path):
-    _, model = linked_run
-    model.save(tmp_path / "scmodal", save_anndata=True)
-    loaded = SCMODAL.load(tmp_path / "scmodal")
-    original, restored = model.module.state_dict(), loaded.module.state_dict()
-    assert any(k.startswith("discriminators.") for k in original)
-    assert set(original) == set(restored)
-    for key in original:
-        torch.testing.assert_close(original[key], restored[key])
-    for m in ("rna", "prot"):
-        np.testing.assert_allclose(
-            loaded.get_latent_representation(modality=m),
-            model.get_latent_representation(modality=m),
-            atol=1e-6,
+    mdata, model = linked_run
+    model.save(tmp_path / "with_data", save_anndata=True)
+    model.save(tmp_path / "weights")
+    before = snapshot(mdata)
+    for loaded in (
+        SCMODAL.load(tmp_path / "with_data"),
+        SCMODAL.load(tmp_path / "weights", adata=mdata),  # the user's counts
+    ):
+        original, restored = model.module.state_dict(), loaded.module.state_dict()
+        assert any(k.startswith("discriminators.") for k in original)
+        assert set(original) == set(restored)
+        for key in original:
+            torch.testing.assert_close(original[key], restored[key])
+        for m in ROLES:
+            np.testing.assert_allclose(
+                loaded.get_latent_representation(modality=m),
+                model.get_latent_representation(modality=m),
+                atol=1e-6,
+            )
+        pd.testing.assert_frame_equal(loaded.get_linked_features(), model.get_linked_features())
+        pd.testing.assert_frame_equal(
+            loaded.get_imputed("rna", "prot"), model.get_imputed("rna", "prot"), atol=1e-5
         )
-    pd.testing.assert_frame_equal(loaded.get_linked_features(), model.get_linked_features())
-    pd.testing.assert_frame_equal(
-        loaded.get_imputed("rna", "prot"), model.get_imputed("rna", "prot"), atol=1e-5
-    )
+        # new raw cells still go through the stored preprocessing
+        np.testing.assert_allclose(
+            loaded.get_latent_representation(mdata["prot"][:30].copy(), modality="prot"),
+            model.get_latent_representation(modality="prot")[:30],
+            atol=1e-5,
+        )
+    assert_unchanged(before, mdata)
 
 
 def test_same_seed_same_embedding():
@@ -133,6 +229,35 @@ def test_same_seed_same_embedding():
         scx.tl.scmodal(mdata, links=protein_to_gene(mdata), seed=3, **{**FAST, "max_steps": 20})
         runs.append(mdata["prot"].obsm["X_scmodal"])
     np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_values_as_they_are_with_preprocess_false():
+    """Log-normalised values in a layer: used as they are, the layer kept for new cells."""
+    mdata = make_linked(seed=8, n_rna=200, n_prot=200)
+    for m in ROLES:
+        X = mdata[m].X
+        mdata[m].layers["lognorm"] = scx.pp.log_normalize(sparse.csr_matrix(X, dtype="f4"), 1e4)
+        mdata[m].X = sparse.csr_matrix(X.shape, dtype="f4")  # .X must not be read
+    with pytest.warns(FutureWarning, match="mod1"):
+        model = scx.tl.scmodal(
+            mdata,
+            mod1="rna",
+            mod2="prot",
+            links=protein_to_gene(mdata),
+            layer="lognorm",
+            preprocess=False,
+            **{**FAST, "max_steps": 20},
+        )
+    assert model.input_state_["transforms"]["rna"]["kind"] == "features"
+    assert list(model.var_names_of("rna")) == list(mdata["rna"].var_names)
+    assert model.adata["rna"].layers["lognorm"] is mdata["rna"].layers["lognorm"]
+    assert mdata.uns["scmodal"]["params"]["preprocess"] is False
+    new = mdata["rna"][:20].copy()
+    np.testing.assert_allclose(
+        model.get_latent_representation(new, modality="rna"),
+        mdata["rna"].obsm["X_scmodal"][:20],
+        atol=1e-5,
+    )
 
 
 # ---------------------------------------------------------------------------- module
@@ -154,17 +279,24 @@ def test_mutual_nearest_neighbors_match_brute_force():
 
 def _module_batch(module, n=16):
     torch.manual_seed(0)
+    a, b = module.modalities
     return {
-        "A": {"X": torch.randn(n, module.n_input[0])},
-        "B": {"X": torch.randn(n, module.n_input[1])},
+        a: {"X": torch.randn(n, module.n_input[0])},
+        b: {"X": torch.randn(n, module.n_input[1])},
     }
 
 
+def _module() -> SCMODALModule:
+    return SCMODALModule(
+        12, 6, [0, 1, 2], [0, 1, 2], modalities=["rna", "prot"], n_latent=4, n_hidden=16
+    )
+
+
 def test_minibatch_without_anchor_pairs_gives_finite_loss():
-    module = SCMODALModule(12, 6, [0, 1, 2], [0, 1, 2], n_latent=4, n_hidden=16)
-    outputs = module.adversarial_forward(_module_batch(module), 0)
+    module = _module()
+    outputs = module.forward_step(_module_batch(module), 0)
     outputs["anchors"] = torch.zeros_like(outputs["anchors"])  # no mutual pair in this batch
-    loss, terms = module.generator_loss(outputs, 0)
+    loss, terms = module.training_loss(outputs, 0)
     assert torch.isfinite(loss) and terms["mnn"] == 0 and terms["n_anchors"] == 0
     loss.backward()
     grads = [p.grad for p in module.encoders.parameters() if p.grad is not None]
@@ -173,18 +305,27 @@ def test_minibatch_without_anchor_pairs_gives_finite_loss():
     z_a, z_b = torch.randn(3, 4), torch.randn(2, 4)
     pairs = torch.tensor([[True, False], [False, False], [False, True]])
     expected = (((z_a[0] - z_b[0]) ** 2).mean() + ((z_a[2] - z_b[1]) ** 2).mean()) / 2
-    torch.testing.assert_close(module.anchor_loss(z_a, z_b, pairs), expected)
+    torch.testing.assert_close(anchor_loss(z_a, z_b, pairs), expected)
 
 
 def test_geometry_term_is_capped_and_discriminator_separate():
-    module = SCMODALModule(12, 6, [0, 1, 2], [0, 1, 2], n_latent=4, n_hidden=16)
-    outputs = module.adversarial_forward(_module_batch(module), 0)
-    _, terms = module.generator_loss(outputs, 0)
+    module = _module()
+    outputs = module.forward_step(_module_batch(module), 0)
+    _, terms = module.training_loss(outputs, 0)
     assert -2 * 0.975 <= terms["geo"] <= 2
     # the discriminator loss reaches no encoder parameter
     module.discriminator_loss(outputs, 0).backward()
     assert all(p.grad is None for p in module.encoders.parameters())
     assert all(p.grad is not None for p in module.discriminators.parameters())
+
+
+def test_embed_and_translate_by_modality_position():
+    module = _module().eval()
+    x = torch.randn(5, 12)
+    z = module.embed(x, 0)
+    torch.testing.assert_close(z, module.encoders[0](module.standardize(x, 0)))
+    torch.testing.assert_close(module.translate(x, 0, 1), module.generative(z, 1)["x"])
+    assert module.translate(x, 0, 1).shape == (5, 6)
 
 
 # ---------------------------------------------------------------------------- links
@@ -230,6 +371,12 @@ def _negative(mdata):
     mdata["prot"].X = X
 
 
+def _duplicated_genes(mdata):
+    names = list(mdata["rna"].var_names)
+    names[10] = names[11]
+    mdata["rna"].var_names = names
+
+
 @pytest.mark.parametrize(
     ("prepare", "links", "kwargs", "message"),
     [
@@ -239,10 +386,21 @@ def _negative(mdata):
         (None, None, {}, "`links` is required"),
         (_with_nan, protein_to_gene, {}, "NaN"),
         (_negative, protein_to_gene, {}, "negative"),
-        (None, protein_to_gene, {"mod2": "atac"}, "mod2='atac'"),
+        (_duplicated_genes, protein_to_gene, {}, "duplicated feature names"),
+        (None, protein_to_gene, {"modalities": ("rna", "atac")}, r"modalities\[1\]='atac'"),
+        (None, protein_to_gene, {"modalities": ("rna", "rna")}, "two different"),
+        (None, protein_to_gene, {"layer": {"protein": "counts"}}, "`layer` names modalities"),
         (None, protein_to_gene, {"batch_size": 1000}, "fewer cells than the mini-batch"),
+        (None, protein_to_gene, {"batch_size": 1}, "batch_size"),
         (None, protein_to_gene, {"lambda_mnn": -1.0}, "lambda_mnn"),
+        (None, protein_to_gene, {"lambda_gan": float("nan")}, "lambda_gan"),
+        (None, protein_to_gene, {"lr": 0.0}, "`lr`"),
+        (None, protein_to_gene, {"n_discriminator_steps": 0}, "n_discriminator_steps"),
+        (None, protein_to_gene, {"init_std": -0.1}, "init_std"),
+        (None, protein_to_gene, {"n_top_features": -1}, "n_top_features"),
+        (None, protein_to_gene, {"preprocess": "yes"}, "preprocess"),
         (None, protein_to_gene, {"max_steps": 0}, "max_steps"),
+        (None, protein_to_gene, {"max_steps": 5, "max_epochs": 1}, "either"),
     ],
 )
 def test_bad_input_is_rejected_before_training(prepare, links, kwargs, message):
@@ -278,9 +436,11 @@ def test_missing_links_can_be_dropped_and_are_reported():
         drop_missing_links=True,
         **{**FAST, "max_steps": 5},
     )
-    params = mdata.uns["scmodal"]["params"]
-    assert params["n_links_given"] == 8 and params["n_links_used"] == 6
-    assert params["n_links_dropped"] == 2
+    record = mdata.uns["scmodal"]
+    assert record["n_links_given"] == 8 and record["n_links_used"] == 6
+    assert record["n_links_dropped"] == 2
+    assert record["params"]["drop_missing_links"] is True
+    assert len(record["params"]["links"]["rna"]) == 6
 
 
 def test_model_needs_a_mudata_of_two_modalities():
@@ -296,15 +456,27 @@ def test_model_needs_a_mudata_of_two_modalities():
 
 def test_impute_rejects_bad_arguments(linked_run):
     mdata, model = linked_run
+    mdata["rna"].obsm["mine"] = np.zeros((mdata["rna"].n_obs, 2))
+    mdata.uns["notes"] = {"user": "data"}
     before = snapshot(mdata)
     for kwargs, message in [
         ({"source": "atac", "target": "prot"}, "source='atac'"),
+        ({"target": "prot"}, "`source` is required"),
         ({"source": "rna", "target": "rna"}, "must differ"),
         ({"source": "rna", "target": "prot", "to": "layer"}, "`to`"),
-        ({"source": "rna", "target": "prot", "key_added": "prot"}, "overwrite"),
+        ({"source": "rna", "target": "prot", "key_added": "prot"}, "measured modality"),
+        ({"source": "rna", "target": "prot", "to": "obsm", "key_added": "mine"}, "mine"),
+        ({"source": "rna", "target": "prot", "to": "obsm", "key_added": "X_scmodal"}, "obsm"),
+        ({"source": "rna", "target": "prot", "key_added": "scmodal"}, "uns"),
+        ({"source": "rna", "target": "prot", "key_added": "notes"}, "uns"),
+        ({"source": "rna", "target": "prot", "key_added": "a/b"}, "key_added"),
+        ({"source": "rna", "target": "prot", "copy": "yes"}, "copy"),
     ]:
         with pytest.raises(ValueError, match=message):
             scx.tl.impute(mdata, model, **kwargs)
     with pytest.raises(ValueError, match="cross-modal model"):
-        scx.tl.impute(mdata, object(), "rna", "prot")
+        scx.tl.impute(mdata, object(), source="rna", target="prot")
+    with pytest.raises(ValueError, match="MuData"):
+        scx.tl.impute(mdata["rna"], model, source="rna", target="prot")
     assert_unchanged(before, mdata)
+    del mdata["rna"].obsm["mine"], mdata.uns["notes"]

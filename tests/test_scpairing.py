@@ -6,6 +6,7 @@ import mudata as md
 import numpy as np
 import pandas as pd
 import pytest
+import scanpy as sc
 import torch
 from power_spherical import PowerSpherical
 from scipy import sparse
@@ -14,8 +15,8 @@ from scvi import REGISTRY_KEYS
 import scx
 from conftest import QUIET, assert_unchanged, snapshot
 from scx.data import ModalitySource, MultiModalDataModule
+from scx.pp import apply_transform, fit_lsi, fit_pca
 from scx.scpairing import SCPAIRING, match_embeddings, nearest_neighbour_pairs
-from scx.scpairing._inputs import apply_input, fit_lsi, fit_pca
 
 
 def make_paired(n: int = 1000, seed: int = 0) -> tuple[ad.AnnData, ad.AnnData]:
@@ -38,13 +39,30 @@ def make_paired(n: int = 1000, seed: int = 0) -> tuple[ad.AnnData, ad.AnnData]:
 REPS = {"rna": "X_pca", "atac": "X_lsi"}
 
 
+def unpaired(rna: ad.AnnData, atac: ad.AnnData) -> md.MuData:
+    """The unpaired cells of both modalities as one MuData (what ``pair_cells`` takes)."""
+    return md.MuData({"rna": rna, "atac": atac})
+
+
 @pytest.fixture(scope="module")
 def trained():
     """Bridge of 600 paired cells; 400 held-out cells per modality act as unpaired data."""
     rna, atac = make_paired()
     bridge = md.MuData({"rna": rna[:600].copy(), "atac": atac[:600].copy()})
-    model = scx.tl.scpairing(bridge, use_rep=REPS, max_epochs=40, batch_size=200, seed=0, **QUIET)
+    model = scx.tl.scpairing(
+        bridge, use_rep=REPS, max_epochs=40, batch_size=200, seed=0, trainer_kwargs=QUIET
+    )
     return bridge, model, rna[600:].copy(), atac[600:].copy()
+
+
+@pytest.fixture(scope="module")
+def counts_bridge():
+    """A count-level bridge (RNA counts, ATAC peaks) of 300 cells and 100 more unpaired cells."""
+    mdata = scx.datasets.synthetic_multiome(
+        n_rna=400, n_atac=400, n_genes=120, paired=True, atac_features="peaks", seed=2
+    )
+    bridge = md.MuData({"rna": mdata["rna"][:300].copy(), "atac": mdata["atac"][:300].copy()})
+    return bridge, mdata["rna"][300:].copy(), mdata["atac"][300:].copy()
 
 
 def test_power_spherical_sampler():
@@ -70,7 +88,10 @@ def test_learns_and_pairs_held_out_cells(trained):
     z2 = model.get_latent_representation(atac_q, modality="atac")
     assert np.allclose(np.linalg.norm(z1, axis=1), 1, atol=1e-5)
     assert scx.metrics.foscttm(z1, z2) < 0.05  # random ≈ 0.5
-    paired = scx.tl.pair_cells(model, rna_q, atac_q, cutoff=0.5)
+    data = unpaired(rna_q, atac_q)
+    before = snapshot(data)
+    paired = scx.tl.pair_cells(data, model, cutoff=0.5)
+    assert_unchanged(before, data)  # nothing is written into the unpaired data
     table = paired.uns["scpairing_pairs"]
     true_rate = float((table["rna"] == table["atac"]).mean())
     assert len(table) > 300
@@ -81,17 +102,38 @@ def test_learns_and_pairs_held_out_cells(trained):
     # outputs of the tool and of the pairing
     for m in ("rna", "atac"):
         assert bridge[m].obsm["X_scpairing"].shape == (600, 10)
-    assert bridge.obsm["X_scpairing"].shape == (600, 10)
-    assert bridge.uns["scpairing"]["params"]["temperature"] == pytest.approx(
-        model.get_temperature()
-    )
+    joint = bridge.obsm["X_scpairing"]
+    assert joint.shape == (600, 10)
+    mean = bridge["rna"].obsm["X_scpairing"] + bridge["atac"].obsm["X_scpairing"]
+    np.testing.assert_allclose(joint, mean / np.linalg.norm(mean, axis=1, keepdims=True), atol=1e-6)
+    record = bridge.uns["scpairing"]
+    assert record["learned_temperature"] == pytest.approx(model.get_temperature())
+    assert record["inputs"] == REPS
+    assert record["params"]["max_epochs"] == 40 and record["params"]["batch_size"] == 200
     assert paired.n_obs == len(table)
     assert paired["rna"].obs["original_obs_name"].tolist() == table["rna"].tolist()
     assert paired["atac"].obs["original_obs_name"].tolist() == table["atac"].tolist()
     assert np.allclose(paired.obs["scpairing_similarity"], table["similarity"])
     assert (paired.obs["scpairing_similarity"] >= 0.5).all()
+    assert list(paired.uns["scpairing"]["params"]["modalities"]) == ["rna", "atac"]
     assert "loss_train" in model.history_
     assert "discriminator_accuracy_train" in model.history_
+
+
+def test_latent_representation_semantics(trained):
+    bridge, model, rna_q, _ = trained
+    z = model.get_latent_representation()
+    assert set(z) == {"rna", "atac"}
+    np.testing.assert_array_equal(z["atac"], bridge["atac"].obsm["X_scpairing"])
+    np.testing.assert_array_equal(model.get_latent_representation(modality="rna"), z["rna"])
+    with pytest.raises(ValueError, match="Pass `modality=`"):
+        model.get_latent_representation(rna_q)
+    with pytest.raises(ValueError, match="prot"):
+        model.get_latent_representation(rna_q, modality="prot")
+    # the cross-modality prediction decodes one modality's embedding with the other's decoder
+    pred = model.get_cross_modality_prediction("rna", "atac", rna_q[:50])
+    assert pred.shape == (50, 15)
+    assert np.isfinite(pred).all()
 
 
 def test_seed_determinism():
@@ -100,18 +142,20 @@ def test_seed_determinism():
     for _ in range(2):
         bridge = md.MuData({"rna": rna.copy(), "atac": atac.copy()})
         model = scx.tl.scpairing(
-            bridge, use_rep=REPS, max_epochs=3, batch_size=100, seed=0, **QUIET
+            bridge, use_rep=REPS, max_epochs=3, batch_size=100, seed=0, trainer_kwargs=QUIET
         )
         runs.append(bridge["atac"].obsm["X_scpairing"].copy())
     assert np.array_equal(runs[0], runs[1])
     bridge = md.MuData({"rna": rna.copy(), "atac": atac.copy()})
-    scx.tl.scpairing(bridge, use_rep=REPS, max_epochs=3, batch_size=100, seed=1, **QUIET)
+    scx.tl.scpairing(
+        bridge, use_rep=REPS, max_epochs=3, batch_size=100, seed=1, trainer_kwargs=QUIET
+    )
     assert not np.allclose(runs[0], bridge["atac"].obsm["X_scpairing"])
     assert model.module.training is False
 
 
 def test_save_load(trained, tmp_path):
-    _, model, rna_q, atac_q = trained
+    bridge, model, rna_q, atac_q = trained
     model.save(tmp_path / "m", save_anndata=True)
     loaded = SCPAIRING.load(tmp_path / "m")
     for adata, m in ((rna_q, "rna"), (atac_q, "atac")):
@@ -121,6 +165,14 @@ def test_save_load(trained, tmp_path):
             atol=1e-6,
         )
     assert loaded.get_temperature() == pytest.approx(model.get_temperature())
+    # onto the bridge as the user holds it (left unchanged)
+    model.save(tmp_path / "n")
+    before = snapshot(bridge)
+    on_user_data = SCPAIRING.load(tmp_path / "n", adata=bridge)
+    assert_unchanged(before, bridge)
+    got = on_user_data.get_latent_representation()
+    for m in ("rna", "atac"):
+        np.testing.assert_allclose(got[m], bridge[m].obsm["X_scpairing"], atol=1e-6)
 
 
 def brute_force_optimum(x1, x2, cutoff):
@@ -165,55 +217,158 @@ def test_matching_is_optimal_and_handles_unequal_sizes():
 def test_pair_cells_unequal_sizes_and_cutoff(trained):
     _, model, rna_q, atac_q = trained
     small = atac_q[:150].copy()
-    paired = scx.tl.pair_cells(model, rna_q, small, cutoff=0.3, method="sparse")
+    data = unpaired(rna_q, small)
+    paired = scx.tl.pair_cells(data, model, cutoff=0.3, method="sparse")
     assert paired.n_obs <= 150
     assert paired.uns["scpairing"]["params"]["method"] == "sparse"
     assert paired["atac"].obs["original_obs_name"].is_unique
-    high = scx.tl.pair_cells(model, rna_q, small, cutoff=0.95, method="exact")
+    high = scx.tl.pair_cells(data, model, cutoff=0.95, method="exact")
     assert high.n_obs < paired.n_obs
     assert (high.obs["scpairing_similarity"] >= 0.95).all()
     with pytest.warns(UserWarning, match="No pair reaches"):
-        empty = scx.tl.pair_cells(model, rna_q, small, cutoff=1.0)
+        empty = scx.tl.pair_cells(data, model, cutoff=1.0)
     assert empty.n_obs == 0
-    # without a model: a shared embedding in .obsm
+    # the other order: ATAC cells first, their RNA partners second
+    flipped = scx.tl.pair_cells(data, model, modalities=("atac", "rna"), cutoff=0.3)
+    assert list(flipped.uns["scpairing_pairs"].columns) == ["atac", "rna", "similarity"]
+    assert flipped.n_obs == paired.n_obs
+    # without a model: a shared embedding in .obsm of both modalities
     a = ad.AnnData(obsm={"Z": rna_q.obsm["X_pca"][:, :5]}, shape=(rna_q.n_obs, 0))
     b = ad.AnnData(obsm={"Z": rna_q.obsm["X_pca"][:200, :5] + 0.01}, shape=(200, 0))
-    out = scx.tl.pair_cells(None, a, b, use_rep="Z", cutoff=0.9)
+    b.obs_names = [f"b{i}" for i in range(200)]
+    out = scx.tl.pair_cells(md.MuData({"x": a, "y": b}), use_rep="Z", cutoff=0.9)
     assert out.n_obs == 200
+    assert list(out.uns["scpairing_pairs"].columns) == ["x", "y", "similarity"]
 
 
-def test_computed_inputs_project_new_cells_like_the_bridge():
-    mdata = scx.datasets.synthetic_multiome(
-        n_rna=400, n_atac=400, n_genes=120, paired=True, atac_features="peaks", seed=2
-    )
-    bridge = md.MuData({"rna": mdata["rna"][:300].copy(), "atac": mdata["atac"][:300].copy()})
-    model = scx.tl.scpairing(bridge, max_epochs=2, batch_size=150, n_comps=8, **QUIET)
-    assert bridge.uns["scpairing"]["params"]["inputs"] == {"rna": "pca", "atac": "lsi"}
+def test_pair_cells_old_form_still_works_with_a_warning(trained):
+    _, model, rna_q, atac_q = trained
+    new = scx.tl.pair_cells(unpaired(rna_q, atac_q), model, cutoff=0.5)
+    with pytest.warns(FutureWarning, match="deprecated"):
+        old = scx.tl.pair_cells(model, rna_q, atac_q, cutoff=0.5)
+    pd.testing.assert_frame_equal(old.uns["scpairing_pairs"], new.uns["scpairing_pairs"])
+    with pytest.warns(FutureWarning, match="deprecated"):
+        flipped = scx.tl.pair_cells(model, atac_q, rna_q, mod1="atac", mod2="rna", cutoff=0.5)
+    assert list(flipped.mod) == ["atac", "rna"]
+    with pytest.warns(FutureWarning, match="deprecated"):
+        mod_names = scx.tl.pair_cells(unpaired(rna_q, atac_q), model, mod1="atac", mod2="rna")
+    assert list(mod_names.mod) == ["atac", "rna"]
+    a = ad.AnnData(obsm={"Z": rna_q.obsm["X_pca"][:, :5]}, shape=(rna_q.n_obs, 0))
+    with pytest.warns(FutureWarning, match="deprecated"):
+        out = scx.tl.pair_cells(None, a, a.copy(), use_rep="Z", cutoff=0.9)
+    assert list(out.uns["scpairing_pairs"].columns) == ["mod1", "mod2", "similarity"]
+    assert out.n_obs == rna_q.n_obs
+
+
+def test_pair_cells_checks_everything_before_any_work(trained, monkeypatch):
+    _, model, rna_q, atac_q = trained
+    data = unpaired(rna_q, atac_q)
+    before = snapshot(data)
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before the arguments were checked")
+
+    monkeypatch.setattr(SCPAIRING, "get_latent_representation", no_work)
+    monkeypatch.setattr(scx.scpairing._tool, "match_embeddings", no_work)
+    bad = [
+        ({"cutoff": 2}, "cutoff"),
+        ({"cutoff": "high"}, "cutoff"),
+        ({"method": "greedy"}, "method"),
+        ({"n_neighbors": 0}, "n_neighbors"),
+        ({"block_size": 1}, "block_size"),
+        ({"max_unblocked": -1}, "max_unblocked"),
+        ({"seed": -1}, "seed"),
+        ({"key_added": ""}, "key_added"),
+        ({"modalities": ("rna", "prot")}, "prot"),
+        ({"modalities": ("rna", "rna")}, "different"),
+        ({"modalities": "rna"}, "`modalities` must name"),
+        ({"use_rep": "X_pca"}, "use_rep"),
+    ]
+    for kwargs, message in bad:
+        with pytest.raises(ValueError, match=message):
+            scx.tl.pair_cells(data, model, **kwargs)
+    with pytest.raises(ValueError, match="no cells"):
+        scx.tl.pair_cells(unpaired(rna_q[:0].copy(), atac_q), model)
+    with pytest.raises(ValueError, match="must be a MuData"):
+        scx.tl.pair_cells(rna_q, model)
+    with pytest.raises(ValueError, match="SCPAIRING"):
+        scx.tl.pair_cells(data, "model")
+    with pytest.raises(ValueError, match="use_rep"):
+        scx.tl.pair_cells(data)  # neither a model nor an embedding
+    with pytest.raises(ValueError, match=r"use_rep \(modality 'rna'\)='Z'` is not in `.obsm`"):
+        scx.tl.pair_cells(data, use_rep="Z")
+    with pytest.raises(ValueError, match=r"cutof.*Did you mean `cutoff`"):
+        scx.tl.pair_cells(data, model, cutof=0.5)
+    assert_unchanged(before, data)
+    monkeypatch.undo()
+    # mismatched embedding widths without a model
+    a = ad.AnnData(obsm={"Z": np.ones((5, 4), np.float32)}, shape=(5, 0))
+    b = ad.AnnData(obsm={"Z": np.ones((5, 5), np.float32)}, shape=(5, 0))
+    with pytest.raises(ValueError, match="different dimensions"):
+        scx.tl.pair_cells(md.MuData({"a": a, "b": b}), use_rep="Z")
+
+
+def test_computed_inputs_project_new_cells_like_the_bridge(counts_bridge, tmp_path):
+    bridge, rna_new, atac_new = counts_bridge
+    model = scx.tl.scpairing(bridge, max_epochs=2, batch_size=150, n_comps=8, trainer_kwargs=QUIET)
+    assert bridge.uns["scpairing"]["inputs"] == {"rna": "pca", "atac": "lsi"}
+    assert bridge.uns["scpairing"]["params"]["preprocess"] == {"rna": "pca", "atac": "lsi"}
+    transforms = model.input_state_["transforms"]
+    assert transforms["rna"]["kind"] == "pca" and transforms["atac"]["kind"] == "lsi"
     for m in ("rna", "atac"):
         registered = model.model_inputs(modality=m)
         assert registered.shape == (300, 8)
         projected = model.model_inputs(bridge[m], modality=m)
-        assert np.allclose(projected, registered, atol=1e-3)
-    # unpaired cells are embedded through the stored projection (their counts)
-    z = model.get_latent_representation(mdata["atac"][300:].copy(), modality="atac")
-    assert z.shape == (100, 10)
+        np.testing.assert_allclose(projected, registered, atol=1e-5)
+        # the bridge's own counts map onto its written embedding
+        np.testing.assert_allclose(
+            model.get_latent_representation(bridge[m], modality=m),
+            bridge[m].obsm["X_scpairing"],
+            atol=1e-5,
+        )
+    # unpaired cells are embedded through the stored projection (their raw counts)
+    z = model.get_latent_representation(atac_new, modality="atac")
+    assert z.shape == (100, 10) and np.isfinite(z).all()
+    # features missing in new cells
+    with pytest.raises(ValueError, match="lacks"):
+        model.get_latent_representation(rna_new[:, :50].copy(), modality="rna")
+    # a saved model loads onto the user's count-level bridge and gives the same embedding
+    model.save(tmp_path / "m")
+    before = snapshot(bridge)
+    loaded = SCPAIRING.load(tmp_path / "m", adata=bridge)
+    assert_unchanged(before, bridge)
+    got = loaded.get_latent_representation()
+    for m in ("rna", "atac"):
+        np.testing.assert_allclose(got[m], bridge[m].obsm["X_scpairing"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.get_latent_representation(atac_new, modality="atac"), z, rtol=1e-5, atol=1e-6
+    )
+
+
+def test_preprocessing_follows_scanpy_and_muon(counts_bridge):
+    bridge, _, _ = counts_bridge
     # the LSI follows muon's TF-IDF + LSI (up to the SVD's signs)
     import muon as mu
 
     atac = bridge["atac"].copy()
-    coords, _ = fit_lsi(atac, n_comps=5)
+    coords, _ = fit_lsi(atac.X, atac.var_names, n_comps=5)
     mu.atac.pp.tfidf(atac)
     mu.atac.tl.lsi(atac, n_comps=5)
     corr = np.abs(np.corrcoef(coords.T, atac.obsm["X_lsi"].T)[:5, 5:]).diagonal()
     assert (corr > 0.99).all()
-    # with a gene selection, new cells are still normalised over all their genes, as the bridge
-    coords, transform = fit_pca(bridge["rna"], n_comps=6, n_top_genes=60)
+    # the PCA is scanpy's normalize_total(1e4) → log1p → HVG (seurat) → pca
+    rna = bridge["rna"].copy()
+    coords, transform = fit_pca(rna.X, rna.var_names, n_comps=6, n_top_genes=60)
     assert len(transform["features"]) == 60
-    assert np.allclose(apply_input(transform, bridge["rna"]), coords, atol=1e-3)
-    # features missing in new cells
-    rna_new = mdata["rna"][300:, :50].copy()
-    with pytest.raises(ValueError, match="lacks"):
-        apply_input(model.input_transforms_["rna"], rna_new)
+    sc.pp.normalize_total(rna, target_sum=1e4)
+    sc.pp.log1p(rna)
+    sc.pp.highly_variable_genes(rna, n_top_genes=60, flavor="seurat")
+    rna = rna[:, rna.var["highly_variable"].to_numpy()].copy()
+    sc.pp.pca(rna, n_comps=6, svd_solver="arpack", random_state=0)
+    corr = np.abs(np.corrcoef(coords.T, rna.obsm["X_pca"].T)[:6, 6:]).diagonal()
+    assert (corr > 0.999).all()
+    # with a gene selection, new cells are still normalised over all their genes, as the bridge
+    assert np.allclose(apply_transform(transform, bridge["rna"]), coords, atol=1e-3)
 
 
 def test_trimodal_and_loss_variants():
@@ -222,27 +377,60 @@ def test_trimodal_and_loss_variants():
     bridge = md.MuData({"rna": rna, "atac": atac, "prot": prot})
     model = scx.tl.scpairing(
         bridge,
-        mod3="prot",
+        modalities=("rna", "atac", "prot"),
         use_rep={"rna": "X_pca", "atac": "X_lsi"},
         preprocess={"prot": "none"},
         max_epochs=3,
         batch_size=120,
-        **QUIET,
+        trainer_kwargs=QUIET,
     )
     assert bridge["prot"].obsm["X_scpairing"].shape == (240, 10)
+    assert bridge.obsm["X_scpairing"].shape == (240, 10)
     assert model.module.discriminators["modality"].linear_layers[-1].out_features == 3
     pred = model.get_cross_modality_prediction("rna", "prot")
     assert pred.shape == (240, 6)
+    # the "none" input maps new protein cells by their features
+    z = model.get_latent_representation(prot[:20].copy(), modality="prot")
+    np.testing.assert_allclose(z, bridge["prot"].obsm["X_scpairing"][:20], atol=1e-5)
     for kwargs in (
         {"loss_method": "debiased_clip"},
         {"loss_method": "sigmoid", "combine": "average"},
         {"adversarial": "confusion", "cap_temperature": 20.0},
         {"modality_discriminative": False},
+        {"norm": "layer", "learn_temperature": False, "max_steps": 3},
     ):
         b = md.MuData({"rna": rna.copy(), "atac": atac.copy()})
-        m = scx.tl.scpairing(b, use_rep=REPS, max_epochs=2, batch_size=120, **kwargs, **QUIET)
+        call = {"use_rep": REPS, "batch_size": 120, "trainer_kwargs": QUIET, **kwargs}
+        if "max_steps" not in call:
+            call["max_epochs"] = 2
+        m = scx.tl.scpairing(b, **call)
         assert np.isfinite(b["rna"].obsm["X_scpairing"]).all()
         assert np.isfinite(m.history_["loss_train"].to_numpy(dtype=float)).all()
+    # max_steps rounds up to whole epochs of 2 steps
+    assert b.uns["scpairing"]["params"]["max_steps"] == 4
+    assert b.uns["scpairing"]["params"]["max_epochs"] == 2
+
+
+def test_old_argument_names_still_work_with_a_warning():
+    rna, atac = make_paired(240, seed=5)
+    prot = ad.AnnData(X=(rna.obsm["X_pca"][:, :6] + 0.1).astype(np.float32), obs=rna.obs.copy())
+    bridge = md.MuData({"gex": rna, "atac": atac, "prot": prot})
+    with pytest.warns(FutureWarning, match="`mod3=` is deprecated"):
+        scx.tl.scpairing(
+            bridge,
+            mod1="gex",
+            mod3="prot",
+            use_rep={"gex": "X_pca", "atac": "X_lsi"},
+            preprocess={"prot": "none"},
+            max_epochs=1,
+            batch_size=120,
+            trainer_kwargs=QUIET,
+        )
+    assert list(bridge.uns["scpairing"]["params"]["modalities"]) == ["gex", "atac", "prot"]
+    bridge = md.MuData({"rna": rna.copy(), "atac": atac.copy()})
+    with pytest.warns(FutureWarning, match="`mod3=` is deprecated"):
+        scx.tl.scpairing(bridge, mod3=None, use_rep=REPS, max_epochs=1, trainer_kwargs=QUIET)
+    assert list(bridge.uns["scpairing"]["params"]["modalities"]) == ["rna", "atac"]
 
 
 def test_batch_discriminator(tmp_path):
@@ -256,13 +444,19 @@ def test_batch_discriminator(tmp_path):
         batch_discriminative=True,
         max_epochs=2,
         batch_size=100,
-        **QUIET,
+        trainer_kwargs=QUIET,
     )
     assert "batch" in model.module.discriminators
     assert "batch_ce_train" in model.history_
     model.save(tmp_path / "b", save_anndata=True)
     loaded = SCPAIRING.load(tmp_path / "b")
     assert "batch" in loaded.module.discriminators
+    loaded = SCPAIRING.load(tmp_path / "b", adata=bridge)
+    np.testing.assert_allclose(
+        loaded.get_latent_representation(modality="atac"),
+        bridge["atac"].obsm["X_scpairing"],
+        atol=1e-6,
+    )
 
 
 def test_paired_datamodule_keeps_pairs():
@@ -289,75 +483,133 @@ def test_paired_datamodule_keeps_pairs():
             batch_size=16,
             paired=True,
         )
+    # the manual path trains too
+    model.train(max_epochs=1, batch_size=50, **QUIET)
+    assert model.train_params_["max_steps"] == 2
 
 
-def test_bad_inputs_leave_data_unchanged(trained):
-    _, model, rna_q, atac_q = trained
+def _bad_calls():
+    def shuffled(m):
+        m.mod["atac"] = m["atac"][np.random.default_rng(0).permutation(200)].copy()
+
+    def fewer(m):
+        m.mod["atac"] = m["atac"][:150].copy()
+
+    def duplicated(m):
+        names = list(m["rna"].obs_names)
+        names[1] = names[0]
+        for a in m.mod.values():
+            a.obs_names = names
+
+    def nan_rep(m):
+        m["rna"].obsm["X_pca"][0, 0] = np.nan
+
+    return [
+        (shuffled, {}, "same cells in the same order"),
+        (fewer, {}, "same cells"),
+        (duplicated, {}, "duplicated cell names"),
+        (nan_rep, {}, "NaN"),
+        (None, {"use_rep": {"rna": "X_missing", "atac": "X_lsi"}}, "X_missing"),
+        (None, {"use_rep": {"rna": "X_pca", "atax": "X_lsi"}}, "names modalities.*atax"),
+        (None, {"modalities": ("rna",)}, "2 or 3 modalities"),
+        (None, {"modalities": ("rna", "rna")}, "different modalities"),
+        (None, {"modalities": ("rna", "prot")}, "prot"),
+        (None, {"n_comps": 1}, "n_comps"),
+        (None, {"batch_key": "batch"}, "batch_key"),
+        (None, {"use_rep": None, "preprocess": "tsne"}, "preprocess"),
+        (None, {"n_latent": 1}, "n_latent"),
+        (None, {"n_hidden": 0}, "n_hidden"),
+        (None, {"loss_method": "triplet"}, "loss_method"),
+        (None, {"combine": "max"}, "combine"),
+        (None, {"adversarial": "gan"}, "adversarial"),
+        (None, {"norm": "group"}, "norm"),
+        (None, {"dropout": 1.0}, "dropout"),
+        (None, {"dropout": -0.1}, "dropout"),
+        (None, {"cosine_weight": -1.0}, "cosine_weight"),
+        (None, {"kl_weight": float("nan")}, "kl_weight"),
+        (None, {"modality_weight": float("inf")}, "modality_weight"),
+        (None, {"batch_weight": "1"}, "batch_weight"),
+        (None, {"temperature": 0.0}, "temperature"),
+        (None, {"cap_temperature": -1.0}, "cap_temperature"),
+        (None, {"learn_temperature": "yes"}, "learn_temperature"),
+        (None, {"lr": 0.0}, "`lr`"),
+        (None, {"lr_decay": -1e-3}, "lr_decay"),
+        (None, {"lr_discriminator": float("nan")}, "lr_discriminator"),
+        (None, {"weight_decay": -1.0}, "weight_decay"),
+        (None, {"clip_norm": 0.0}, "clip_norm"),
+        (None, {"batch_size": 1}, "batch_size"),
+        (None, {"max_epochs": 0}, "max_epochs"),
+        (None, {"max_epochs": 2, "max_steps": 2}, "either `max_epochs`"),
+        (None, {"train_size": 0.0}, "train_size"),
+    ]
+
+
+@pytest.mark.parametrize("mutate, kwargs, message", _bad_calls())
+def test_bad_inputs_fail_before_any_work_and_leave_data_unchanged(
+    mutate, kwargs, message, monkeypatch
+):
     rna, atac = make_paired(200, seed=2)
-    # a bridge that is not paired: different cells
-    shuffled = atac[np.random.default_rng(0).permutation(200)].copy()
-    bridge = md.MuData({"rna": rna.copy(), "atac": shuffled})
+    bridge = md.MuData({"rna": rna, "atac": atac})
+    if mutate is not None:
+        mutate(bridge)
     before = snapshot(bridge)
-    with pytest.raises(ValueError, match="same cells in the same order"):
-        scx.tl.scpairing(bridge, use_rep=REPS, max_epochs=1, **QUIET)
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before the arguments were checked")
+
+    monkeypatch.setattr(SCPAIRING, "prepare_inputs", no_work)
+    call = {"use_rep": REPS, "max_epochs": 1, "trainer_kwargs": QUIET, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        scx.tl.scpairing(bridge, **call)
     assert_unchanged(before, bridge)
-    other = atac[:150].copy()
-    bridge = md.MuData({"rna": rna.copy(), "atac": other})
-    with pytest.raises(ValueError, match="same cells"):
-        SCPAIRING.setup_mudata(bridge, use_rep=REPS)
-    # use_rep missing
-    bridge = md.MuData({"rna": rna.copy(), "atac": atac.copy()})
+
+
+def test_bad_count_inputs(counts_bridge, monkeypatch):
+    bridge, _, _ = counts_bridge
+    bridge = bridge.copy()
+    monkeypatch.setattr(SCPAIRING, "prepare_inputs", lambda *a, **k: 1 / 0)
+    bridge["rna"].X = bridge["rna"].X.copy()
+    bridge["rna"].X.data[0] = -1.0
     before = snapshot(bridge)
-    with pytest.raises(ValueError, match="X_missing"):
-        scx.tl.scpairing(bridge, use_rep={"rna": "X_missing", "atac": "X_lsi"}, **QUIET)
-    with pytest.raises(ValueError, match="no `use_rep`"):
+    with pytest.raises(ValueError, match="negative values"):
+        scx.tl.scpairing(bridge, trainer_kwargs=QUIET)
+    with pytest.raises(ValueError, match=r"layer\['rna'\]='counts'"):
+        scx.tl.scpairing(bridge, layer="counts", trainer_kwargs=QUIET)
+    with pytest.raises(ValueError, match="kind cannot be told"):
         scx.tl.scpairing(
-            md.MuData({"rna": rna.copy(), "foo": atac.copy()}),
-            mod2="foo",
-            use_rep={"rna": "X_pca"},
-            **QUIET,
+            md.MuData({"rna": bridge["rna"], "foo": bridge["atac"]}),
+            modalities=("rna", "foo"),
+            trainer_kwargs=QUIET,
         )
-    with pytest.raises(ValueError, match="n_latent"):
-        scx.tl.scpairing(bridge, use_rep=REPS, n_latent=1, **QUIET)
-    with pytest.raises(ValueError, match="loss_method"):
-        scx.tl.scpairing(bridge, use_rep=REPS, loss_method="triplet", **QUIET)
+    with pytest.raises(ValueError, match="both `use_rep"):
+        scx.tl.scpairing(
+            bridge, use_rep={"rna": "X_pca"}, preprocess={"rna": "pca"}, trainer_kwargs=QUIET
+        )
     assert_unchanged(before, bridge)
     # empty inputs
+    empty = md.MuData({"rna": bridge["rna"][:0].copy(), "atac": bridge["atac"][:0].copy()})
     with pytest.raises(ValueError, match="no cells"):
-        scx.tl.scpairing(
-            md.MuData({"rna": rna[:0].copy(), "atac": atac[:0].copy()}), use_rep=REPS, **QUIET
-        )
-    q_before = rna_q.obsm["X_pca"].copy()
-    with pytest.raises(ValueError, match="no cells"):
-        scx.tl.pair_cells(model, rna_q[:0].copy(), atac_q)
-    # mismatched latent / input dimensions
+        scx.tl.scpairing(empty, trainer_kwargs=QUIET)
+
+
+def test_new_cells_with_wrong_inputs(trained):
+    _, model, _, _ = trained
     wrong = ad.AnnData(obsm={"X_pca": np.ones((5, 7), np.float32)}, shape=(5, 0))
     with pytest.raises(ValueError, match="dimensions"):
         model.get_latent_representation(wrong, modality="rna")
-    a = ad.AnnData(obsm={"Z": np.ones((5, 4), np.float32)}, shape=(5, 0))
-    b = ad.AnnData(obsm={"Z5": np.ones((5, 5), np.float32)}, shape=(5, 0))
-    b.obsm["Z"] = np.ones((5, 5), np.float32)
-    with pytest.raises(ValueError, match="different dimensions"):
-        scx.tl.pair_cells(None, a, b, use_rep="Z")
-    with pytest.raises(ValueError, match="cutoff"):
-        scx.tl.pair_cells(model, rna_q, atac_q, cutoff=2)
-    with pytest.raises(ValueError, match="method"):
-        scx.tl.pair_cells(model, rna_q, atac_q, method="greedy")
-    with pytest.raises(ValueError, match="modalities"):
-        scx.tl.pair_cells(model, rna_q, atac_q, mod2="prot")
-    assert np.array_equal(rna_q.obsm["X_pca"], q_before)
+    missing = ad.AnnData(obsm={"X_other": np.ones((5, 20), np.float32)}, shape=(5, 0))
+    with pytest.raises(ValueError, match="X_pca"):
+        model.get_latent_representation(missing, modality="rna")
 
 
 def test_sparse_inputs_stay_supported():
     # LSI projection of sparse counts equals the dense computation
-    rng = np.random.default_rng(0)
     counts = sparse.random(80, 60, density=0.2, random_state=0, format="csr") * 3
     counts.data = np.ceil(counts.data)
     adata = ad.AnnData(X=counts.astype(np.float32))
-    coords, transform = fit_lsi(adata, n_comps=4)
+    coords, transform = fit_lsi(adata.X, adata.var_names, n_comps=4)
     dense = ad.AnnData(X=counts.toarray().astype(np.float32))
-    assert np.allclose(apply_input(transform, dense), coords, atol=1e-3)
-    assert rng is not None
+    assert np.allclose(apply_transform(transform, dense), coords, atol=1e-3)
     with warnings.catch_warnings():
         warnings.simplefilter("error", category=RuntimeWarning)
-        apply_input(transform, adata)
+        apply_transform(transform, adata)

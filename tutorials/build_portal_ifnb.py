@@ -85,7 +85,8 @@ unless training succeeds.""",
     ),
     (
         "code",
-        """model = scx.tl.portal(adata, batch_key="batch", seed=0, enable_progress_bar=False)
+        """model = scx.tl.portal(adata, batch_key="batch", seed=0,
+                      trainer_kwargs={"enable_progress_bar": False})
 model""",
     ),
     (
@@ -140,10 +141,11 @@ adata.obsm["X_harmony"] = Z.T if Z.shape[0] != adata.n_obs else Z
 
 labels = adata.obs["cell_type"].astype(str).to_numpy()
 rows = {}
-for name, key in [("unintegrated", "X_joint_pca"), ("Harmony", "X_harmony"), ("Portal", "X_portal")]:
+embeddings = [("unintegrated", "X_joint_pca"), ("Harmony", "X_harmony"), ("Portal", "X_portal")]
+for name, key in embeddings:
     z = adata.obsm[key]
-    scx.tl.transfer_labels(adata, "cell_type", use_rep=key, reference=("batch", "CTRL"),
-                           n_neighbors=20, key_added="transfer")
+    scx.tl.transfer_labels(adata, labels_key="cell_type", use_rep=key,
+                           reference=("batch", "CTRL"), n_neighbors=20, key_added="transfer")
     stim = batches == "STIM"
     predicted = adata.obs["transfer_label"].astype(str).to_numpy()
     rows[name] = {
@@ -178,16 +180,17 @@ exist in one batch only.""",
         "code",
         """b_lineage = adata.obs["cell_type"].isin(["B", "B Activated"]).to_numpy()
 partial = adata[~(b_lineage & (batches == "CTRL"))].copy()
-scx.tl.portal(partial, batch_key="batch", seed=0, enable_progress_bar=False)
+scx.tl.portal(partial, batch_key="batch", seed=0, trainer_kwargs={"enable_progress_bar": False})
 
 only = partial.obs["cell_type"].isin(["B", "B Activated"]).to_numpy()
 from scx._neighbors import knn
 
 index, _ = knn(partial.obsm["X_portal"], partial.obsm["X_portal"][only], 21)
 ctrl_neighbours = (partial.obs["batch"].to_numpy()[index[:, 1:]] == "CTRL").mean()
-print(f"fraction of control cells among the 20 neighbours of stimulated B cells: {ctrl_neighbours:.3f}")
+print(f"control cells among the 20 neighbours of stimulated B cells: {ctrl_neighbours:.3f}")
 score = partial.obs["portal_boundary_score"]
-print(score.groupby(np.where(only, "B lineage (STIM only)", "other STIM cells")).describe().round(2))
+groups = np.where(only, "B lineage (STIM only)", "other STIM cells")
+print(score.groupby(groups).describe().round(2))
 
 sc.pp.neighbors(partial, use_rep="X_portal")
 sc.tl.umap(partial)
@@ -223,17 +226,22 @@ table.round(2)""",
         "md",
         """## Save and load
 
-The model (encoders, generators, discriminators and the joint-PCA transform) saves and loads
-like any scvi-tools model.""",
+The model (encoders, generators, discriminators and the joint-PCA transform of each batch)
+saves and loads like any scvi-tools model. Loading onto the AnnData you hold rebuilds the
+model's inputs from its counts with the stored transform (the AnnData is left unchanged), and
+new cells given as counts are embedded the same way.""",
     ),
     (
         "code",
         """import tempfile
 
 with tempfile.TemporaryDirectory() as tmp:
-    model.save(tmp, save_anndata=True, overwrite=True)
-    loaded = scx.model.PORTAL.load(tmp)
-np.abs(loaded.get_latent_representation() - model.get_latent_representation()).max()""",
+    model.save(tmp, overwrite=True)
+    loaded = scx.model.PORTAL.load(tmp, adata=adata)
+z, z_loaded = model.get_latent_representation(), loaded.get_latent_representation()
+print(max(np.abs(z[b] - z_loaded[b]).max() for b in z))
+new_cells = adata[batches == "STIM"][:100]
+loaded.get_latent_representation(new_cells, modality="STIM").shape""",
     ),
 ]
 

@@ -62,7 +62,8 @@ rna.obs_names = [f"rna_{i}" for i in range(rna.n_obs)]
 atac.obs = pd.DataFrame(index=[f"atac_{i}" for i in range(atac.n_obs)])
 mdata = mudata.MuData({"rna": rna, "atac": atac})
 print(mdata)
-print(f"prior: {prior.nnz} links, {int((prior.getnnz(axis=1) > 0).sum())} genes with a linked peak")""",
+n_linked = int((prior.getnnz(axis=1) > 0).sum())
+print(f"prior: {prior.nnz} links, {n_linked} genes with a linked peak")""",
     ),
     (
         "md",
@@ -78,14 +79,16 @@ modality's diffusion-map coordinates from a sparse kNN graph (no cells × cells 
         "code",
         """%%time
 model = scx.tl.scdart(
-    mdata, rna="rna", atac="atac", prior=prior, max_epochs=25,
-    gene_activity_key="gene_activity", enable_progress_bar=False,
+    mdata, modalities=("rna", "atac"), prior=prior, max_epochs=25,
+    gene_activity_key="gene_activity", trainer_kwargs={"enable_progress_bar": False},
 )
 model""",
     ),
     (
         "code",
-        """history = pd.DataFrame({k: v.iloc[:, 0].astype(float) for k, v in model.history_.items()})
+        """history = pd.DataFrame(
+    {k: v.iloc[:, 0].astype(float) for k, v in model.history_.items()}
+)
 fig, axes = plt.subplots(1, 4, figsize=(14, 2.8))
 for ax, key in zip(axes, ["dist_rna_train", "dist_atac_train", "mmd_train", "prior_train"]):
     ax.plot(history[key]); ax.set_title(key); ax.set_xlabel("epoch")
@@ -108,9 +111,13 @@ ATAC by a 30-nearest-neighbour vote.""",
 scores = {}
 for key in ("X_scdart", "X_scdart_raw"):
     z_rna, z_atac = mdata["rna"].obsm[key], mdata["atac"].obsm[key]
-    predicted = knn_transfer(z_rna, rna.obs["cell_type"].astype(str).to_numpy(), z_atac, n_neighbors=30)[0]
+    rna_labels = rna.obs["cell_type"].astype(str).to_numpy()
+    predicted = knn_transfer(z_rna, rna_labels, z_atac, n_neighbors=30)[0]
     acc = scx.metrics.label_transfer_accuracy(truth, predicted)
-    scores[key] = {"FOSCTTM": scx.metrics.foscttm(z_rna[perm], z_atac), "label accuracy": acc["accuracy"]}
+    scores[key] = {
+        "FOSCTTM": scx.metrics.foscttm(z_rna[perm], z_atac),
+        "label accuracy": acc["accuracy"],
+    }
 mdata["atac"].obs["transferred"] = pd.Categorical(predicted)
 pd.DataFrame(scores).T""",
     ),
@@ -146,7 +153,9 @@ rooted at the L2/3 label (its medoid cell).""",
     ),
     (
         "code",
-        """labels = np.concatenate([rna.obs["cell_type"].astype(str), mdata["atac"].obs["transferred"].astype(str)])
+        """labels = np.concatenate(
+    [rna.obs["cell_type"].astype(str), mdata["atac"].obs["transferred"].astype(str)]
+)
 exc = np.isin(labels, ["L2/3", "L4/5", "L6"])
 neurons = sc.AnnData(obs=pd.DataFrame({"label": pd.Categorical(labels[exc]),
                                        "modality": mdata.obs["modality"].to_numpy()[exc],
@@ -156,13 +165,20 @@ neurons.obsm["X_scdart"] = mdata.obsm["X_scdart"][exc]
 scx.tl.pseudotime(neurons, use_rep="X_scdart", root="L2/3", groupby="label")
 sc.pp.neighbors(neurons, use_rep="X_scdart", n_neighbors=30)
 sc.tl.umap(neurons, random_state=0)
-sc.pl.umap(neurons, color=["scdart_pseudotime", "true_type", "modality", "scdart_branch"], wspace=0.35, ncols=4)
-neurons.obs.groupby(["true_type", "modality"], observed=True)["scdart_pseudotime"].median().unstack()""",
+sc.pl.umap(
+    neurons,
+    color=["trajectory_pseudotime", "true_type", "modality", "trajectory_branch"],
+    wspace=0.35,
+    ncols=4,
+)
+by_type = neurons.obs.groupby(["true_type", "modality"], observed=True)
+by_type["trajectory_pseudotime"].median().unstack()""",
     ),
     (
         "code",
-        """# the same cell's pseudotime from its RNA and from its ATAC profile (pairing hidden from the model)
-pt = neurons.obs["scdart_pseudotime"]
+        """# the same cell's pseudotime from its RNA and from its ATAC profile
+# (the pairing is hidden from the model)
+pt = neurons.obs["trajectory_pseudotime"]
 rna_idx = {f"rna_{i}": i for i in range(rna.n_obs)}
 pairs = [(f"rna_{perm[j]}", f"atac_{j}") for j in range(atac.n_obs)]
 pairs = [(r, a) for r, a in pairs if r in pt.index and a in pt.index]
@@ -190,8 +206,10 @@ def per_gene_r(pred, truth):
     d = np.sqrt((p ** 2).sum(0) * (t ** 2).sum(0))
     return np.where(d > 0, (p * t).sum(0) / np.where(d > 0, d, 1), np.nan)
 
-r = pd.DataFrame({"scDART": per_gene_r(learned, measured), "linear prior": per_gene_r(linear, measured)},
-                 index=rna.var_names)
+r = pd.DataFrame(
+    {"scDART": per_gene_r(learned, measured), "linear prior": per_gene_r(linear, measured)},
+    index=rna.var_names,
+)
 print(r.describe().loc[["mean", "50%"]])
 fig, ax = plt.subplots(figsize=(4, 4))
 ax.scatter(r["linear prior"], r["scDART"], s=4, alpha=0.5)
@@ -204,24 +222,26 @@ ax.set_title("per-gene r with measured RNA")""",
         """# learned end-to-end peak → gene weights: on the prior's links vs everywhere else
 full = model.get_peak_gene_weights(linked_only=False)
 linked = np.asarray(prior.todense()) > 0
-print(f"mean |w| on links {np.abs(full[linked]).mean():.2e}, off links {np.abs(full[~linked]).mean():.2e}; "
-      f"share of the |w| mass on the {linked.mean():.3%} linked pairs: {np.abs(full[linked]).sum() / np.abs(full).sum():.1%}")""",
+on, off = np.abs(full[linked]), np.abs(full[~linked])
+print(f"mean |w| on links {on.mean():.2e}, off links {off.mean():.2e}; share of the |w| mass "
+      f"on the {linked.mean():.3%} linked pairs: {on.sum() / np.abs(full).sum():.1%}")""",
     ),
     (
         "md",
         """## Save and load
 
-The model keeps its configuration, prior links and per-modality BatchNorm statistics; with
-`save_anndata=True` also the diffusion coordinates, so training can continue after loading.""",
+The model keeps its configuration, prior links and per-modality BatchNorm statistics; it loads
+onto the MuData as you hold it (`adata=mdata`), which it leaves unchanged.""",
     ),
     (
         "code",
         """import tempfile
 
 with tempfile.TemporaryDirectory() as tmp:
-    model.save(tmp, save_anndata=True, overwrite=True)
-    loaded = scx.model.SCDART.load(tmp)
-    diff = np.abs(loaded.get_latent_representation(modality="atac") - model.get_latent_representation(modality="atac")).max()
+    model.save(tmp, overwrite=True)
+    loaded = scx.model.SCDART.load(tmp, adata=mdata)
+    before = model.get_latent_representation(modality="atac")
+    diff = np.abs(loaded.get_latent_representation(modality="atac") - before).max()
 print(f"max latent difference after reload: {diff:.2e}")""",
     ),
 ]

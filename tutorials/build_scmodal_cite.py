@@ -71,7 +71,7 @@ checks every name against both modalities).""",
 }
 # a misspelt name is an error that lists it, before any training:
 try:
-    scx.tl.scmodal(mdata, "rna", "prot", links={**links, "CD20": "MS4A1x"})
+    scx.tl.scmodal(mdata, modalities=("rna", "prot"), links={**links, "CD20": "MS4A1x"})
 except ValueError as err:
     print(err)""",
     ),
@@ -88,11 +88,14 @@ uses 1,000 (the benchmark in `benchmarks/scmodal_cite.py` uses 2,000).""",
         "code",
         """STEPS = 1000
 model = scx.tl.scmodal(
-    mdata, "rna", "prot", links=links, max_steps=STEPS, seed=0,
-    enable_progress_bar=False, enable_model_summary=False,
+    mdata, modalities=("rna", "prot"), links=links, max_steps=STEPS, seed=0,
+    trainer_kwargs={"enable_progress_bar": False, "enable_model_summary": False},
 )
-params = mdata.uns["scmodal"]["params"]
-{k: params[k] for k in ["n_links_given", "n_links_used", "n_features", "max_steps"]}""",
+record = mdata.uns["scmodal"]
+{
+    **{k: record[k] for k in ["n_links_given", "n_links_used", "n_features"]},
+    "max_steps": record["params"]["max_steps"],
+}""",
     ),
     (
         "code",
@@ -132,7 +135,14 @@ Label transfer is kNN (k = 20) from RNA to protein cells, cells labelled "unknow
     ),
     (
         "code",
-        """from scx.tl._scmodal import MIN_LINKED_TARGET, _normalize_log
+        """from scipy import sparse
+
+from scx.scmodal import MIN_LINKED_TARGET
+
+
+def _normalize_log(X, target_sum):
+    return scx.pp.log_normalize(sparse.csr_matrix(X, dtype=np.float32), target_sum)
+
 
 proteins = list(links)
 genes_linked = rna[:, [links[p] for p in proteins]].X
@@ -153,7 +163,8 @@ smoothed = rna_linked[neighbours].mean(axis=1)
 def zscore(x):
     return (x - x.mean(0)) / np.maximum(x.std(0), 1e-8)
 
-imputed = scx.tl.impute(mdata, model, "rna", "prot")[proteins].reset_index(drop=True)
+scx.tl.impute(mdata, model, source="rna", target="prot")
+imputed = mdata["prot_from_rna"].to_df()[proteins].reset_index(drop=True)
 keep = labels != "unknown"
 
 def score(z_rna, z_prot, prediction):
@@ -217,19 +228,19 @@ protein: the imputed markers light up the same populations as the measurements.
 
 ## Save and load
 
-The discriminator and the links are saved with the model.""",
+The discriminator, the links and the fitted preprocessing are saved with the model; `load`
+rebuilds the model's inputs from the counts in `mdata`.""",
     ),
     (
         "code",
         """import tempfile
 
 with tempfile.TemporaryDirectory() as tmp:
-    model.save(tmp, save_anndata=True, overwrite=True)
-    loaded = scx.model.SCMODAL.load(tmp)
+    model.save(tmp, overwrite=True)
+    loaded = scx.model.SCMODAL.load(tmp, adata=mdata)
 print(loaded.get_linked_features().head(3))
-np.abs(
-    loaded.get_latent_representation(modality="prot") - model.get_latent_representation(modality="prot")
-).max()""",
+z_loaded = loaded.get_latent_representation(modality="prot")
+np.abs(z_loaded - model.get_latent_representation(modality="prot")).max()""",
     ),
 ]
 

@@ -62,7 +62,8 @@ bridge_idx, held_idx = np.sort(perm[: n // 2]), np.sort(perm[n // 2 :])
 bridge = md.MuData({m: mdata[m][bridge_idx].copy() for m in ("rna", "atac")})
 rna_only = mdata["rna"][held_idx].copy()    # "an RNA-only experiment"
 atac_only = mdata["atac"][held_idx].copy()  # "an ATAC-only experiment"
-print(bridge.n_obs, "bridge cells;", rna_only.n_obs, "RNA-only and", atac_only.n_obs, "ATAC-only cells")""",
+print(bridge.n_obs, "bridge cells;", rna_only.n_obs, "RNA-only and", atac_only.n_obs,
+      "ATAC-only cells")""",
     ),
     (
         "md",
@@ -77,7 +78,9 @@ Spherical posterior, 300 epochs of 2,000 pairs.""",
     ),
     (
         "code",
-        """model = scx.tl.scpairing(bridge, mod1="rna", mod2="atac", seed=0, enable_progress_bar=False)
+        """model = scx.tl.scpairing(
+    bridge, modalities=("rna", "atac"), seed=0, trainer_kwargs={"enable_progress_bar": False}
+)
 print("learned inverse temperature:", round(model.get_temperature(), 1))
 bridge.uns["scpairing"]["params"]""",
     ),
@@ -142,13 +145,15 @@ reference (`method="exact"`) is compared below.""",
     ),
     (
         "code",
-        """paired = scx.tl.pair_cells(model, rna_only, atac_only, cutoff=0.8)
+        """unpaired = md.MuData({"rna": rna_only, "atac": atac_only})
+paired = scx.tl.pair_cells(unpaired, model, cutoff=0.8)
 table = paired.uns["scpairing_pairs"]
 types_rna = rna_only.obs["cell_type"].astype(str)
 types_atac = atac_only.obs["cell_type"].astype(str)
 print(paired)
 print(f"{len(table)} pairs for {rna_only.n_obs} cells per side")
-print("true partner (over all held-out cells):", round((table.rna == table.atac).sum() / rna_only.n_obs, 4),
+print("true partner (over all held-out cells):",
+      round((table.rna == table.atac).sum() / rna_only.n_obs, 4),
       "— chance:", round(1 / rna_only.n_obs, 5))
 print("cell-type agreement of the pairs:",
       round((types_rna[table.rna].to_numpy() == types_atac[table.atac].to_numpy()).mean(), 4))
@@ -156,7 +161,7 @@ paired.obs["scpairing_similarity"].plot.hist(bins=40, title="similarity of the p
     ),
     (
         "code",
-        """exact = scx.tl.pair_cells(model, rna_only, atac_only, cutoff=0.8, method="exact")
+        """exact = scx.tl.pair_cells(unpaired, model, cutoff=0.8, method="exact")
 summary = {}
 for name, result in {"sparse (auto)": paired, "exact": exact}.items():
     t = result.uns["scpairing_pairs"]
@@ -164,7 +169,9 @@ for name, result in {"sparse (auto)": paired, "exact": exact}.items():
         "pairs": len(t),
         "summed similarity": t.similarity.sum(),
         "true partner": (t.rna == t.atac).sum() / rna_only.n_obs,
-        "cell-type agreement": (types_rna[t.rna].to_numpy() == types_atac[t.atac].to_numpy()).mean(),
+        "cell-type agreement": (
+            types_rna[t.rna].to_numpy() == types_atac[t.atac].to_numpy()
+        ).mean(),
     }
 pd.DataFrame(summary).T""",
     ),
@@ -189,7 +196,9 @@ X = sparse.diags(1e4 / np.maximum(np.asarray(X.sum(1)).ravel(), 1)) @ X
 X.data = np.log1p(X.data)
 A = (atac_only.X > 0).astype(np.float32)  # binarised copy; atac_only itself stays as is
 activity = (A @ sparse.csr_matrix(mdata["rna"].varm["gene_region"]).T).tocsc()
-ok = (np.asarray((X > 0).mean(0)).ravel() >= 0.01) & (np.asarray((activity > 0).mean(0)).ravel() >= 0.01)
+ok = (np.asarray((X > 0).mean(0)).ravel() >= 0.01) & (
+    np.asarray((activity > 0).mean(0)).ravel() >= 0.01
+)
 G = X[:, ok].toarray()
 P = activity[:, ok].toarray()
 

@@ -68,7 +68,7 @@ class Settings:
 
     @property
     def verbosity(self) -> int | None:
-        """scx's log level, or ``None`` to follow scanpy."""
+        """Scx's log level, or ``None`` to follow scanpy."""
         return self._verbosity
 
     @verbosity.setter
@@ -170,7 +170,8 @@ def isolated_state(seed: int | None = None, *, flush_denormal: bool = False) -> 
 
     torch_state = torch.random.get_rng_state()
     cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
-    numpy_state = np.random.get_state()
+    # the legacy global generator is what the caller's code may use: save and restore it
+    numpy_state = np.random.get_state()  # noqa: NPY002
     python_state = random.getstate()
     threads = torch.get_num_threads()
     denormal = _flush_denormal_enabled()
@@ -179,7 +180,7 @@ def isolated_state(seed: int | None = None, *, flush_denormal: bool = False) -> 
     try:
         if seed is not None:
             torch.manual_seed(seed)
-            np.random.seed(seed % 2**32)
+            np.random.seed(seed % 2**32)  # noqa: NPY002
             random.seed(seed)
         if settings.num_threads is not None:
             torch.set_num_threads(settings.num_threads)
@@ -190,7 +191,7 @@ def isolated_state(seed: int | None = None, *, flush_denormal: bool = False) -> 
         torch.random.set_rng_state(torch_state)
         if cuda_states is not None:
             torch.cuda.set_rng_state_all(cuda_states)
-        np.random.set_state(numpy_state)
+        np.random.set_state(numpy_state)  # noqa: NPY002
         random.setstate(python_state)
         torch.set_num_threads(threads)
         torch.set_flush_denormal(denormal)

@@ -170,19 +170,35 @@ def check_rep(data: AnnData | MuData, use_rep: str, *, argname: str = "use_rep")
 
 
 def clean_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Make parameters storable in ``.uns`` (h5 cannot hold tuples or ``None`` inside lists)."""
+    """Make settings storable in ``.uns`` and readable: the one convention for every tool.
+
+    ``None`` (a setting that is off or unset) stays ``None`` at the top level and becomes
+    ``"None"`` inside lists (h5 cannot hold it there); tuples become lists; matrices and tables
+    are summarised by their type and shape.
+    """
     cleaned = {}
     for key, value in params.items():
-        if isinstance(value, tuple | list):
-            value = [str(v) if v is None else v for v in value]
+        if isinstance(value, np.ndarray | pd.DataFrame) or sparse.issparse(value):
+            shape = "×".join(str(n) for n in value.shape)
+            value = f"{type(value).__name__} ({shape})"
+        elif isinstance(value, tuple | list | pd.Index):
+            value = [str(x) if x is None else _plain(x) for x in value]
         elif isinstance(value, Mapping):
             value = clean_params(value)
-        elif isinstance(value, np.generic):
-            value = value.item()
-        elif isinstance(value, os.PathLike):
-            value = os.fspath(value)
-        cleaned[key] = value
+        else:
+            value = _plain(value)
+        cleaned[str(key)] = value
     return cleaned
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, tuple | list):
+        return [str(x) if x is None else _plain(x) for x in value]
+    return value
 
 
 # ---------------------------------------------------------------------------- settings
@@ -331,3 +347,50 @@ def check_unique_names(adata: AnnData, *, where: str) -> None:
                 f"features and cells are matched by name, so duplicates would be silently "
                 f"misaligned. Call `.{fix}` on it first (and `mdata.update()` for a MuData)."
             )
+
+
+# ---------------------------------------------------------------------------- metric inputs
+def check_embedding(x: Any, *, argname: str, min_rows: int = 2) -> np.ndarray:
+    """A finite 2-d float array with at least ``min_rows`` rows (metrics refuse NaN/inf)."""
+    if sparse.issparse(x):
+        x = x.toarray()
+    try:
+        array = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"`{argname}` must be a numeric cells × dimensions array.") from err
+    if array.ndim != 2 or array.shape[1] == 0:
+        raise ValueError(f"`{argname}` must be a 2-d cells × dimensions array, got {array.shape}.")
+    if array.shape[0] < min_rows:
+        raise ValueError(f"`{argname}` has {array.shape[0]} cells; at least {min_rows} needed.")
+    bad = ~np.isfinite(array)
+    if bad.any():
+        rows = int(bad.any(axis=1).sum())
+        raise ValueError(
+            f"`{argname}` has {rows} cells with NaN or infinite values; a metric of such an "
+            "embedding would be meaningless. Drop those cells (e.g. the cells a tool did not "
+            "embed) or fix the embedding."
+        )
+    return array
+
+
+def check_labels_for(values: Any, n: int, *, argname: str, min_classes: int = 2) -> np.ndarray:
+    """One label per cell (``n`` of them), with at least ``min_classes`` distinct values."""
+    array = np.asarray(values, dtype=object).ravel()
+    if array.shape[0] != n:
+        raise ValueError(
+            f"`{argname}` has {array.shape[0]} entries but the embedding has {n} cells; pass one "
+            "value per cell, in the embedding's order."
+        )
+    missing = pd.isna(array)
+    if missing.any():
+        raise ValueError(
+            f"`{argname}` has {int(missing.sum())} missing values; pass a value for every cell "
+            "(or drop those cells)."
+        )
+    n_classes = len(pd.unique(array.astype(str)))
+    if n_classes < min_classes:
+        raise ValueError(
+            f"`{argname}` has {n_classes} distinct value; this metric compares at least "
+            f"{min_classes} (e.g. two batches or two cell types)."
+        )
+    return array

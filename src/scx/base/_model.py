@@ -147,7 +147,11 @@ class MultiModalModelBase(BaseModelClass):
             Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
         """
         setup_method_args = cls._get_setup_method_args(**locals())
-        v.check_mudata(mdata)
+        if not isinstance(mdata, MuData):
+            raise ValueError(
+                f"`setup_mudata` needs a MuData, got {type(mdata).__name__}; for one AnnData "
+                "split by an .obs column use `setup_anndata(adata, modality_key=...)`."
+            )
         modalities = list(modalities) if modalities is not None else list(mdata.mod.keys())
         missing = [m for m in modalities if m not in mdata.mod]
         if missing or not modalities:
@@ -238,7 +242,11 @@ class MultiModalModelBase(BaseModelClass):
     def _check_inputs(
         cls, data: AnnData | MuData, *, settings: Mapping[str, Any], **data_args: Any
     ) -> None:
-        """Check the data and the data arguments before any work (``settings``: the model's)."""
+        """Check the data and the data arguments before any work.
+
+        ``settings`` holds every setting of ``__init__`` and ``train`` (defaults filled in), for
+        checks that relate them to the data (e.g. a batch size against the number of cells).
+        """
 
     @classmethod
     def _fit_inputs(cls, data: AnnData | MuData, *, seed: int, **data_args: Any) -> dict:
@@ -459,9 +467,9 @@ class MultiModalModelBase(BaseModelClass):
                 return X
             return X[source.indices]
         if not isinstance(adata, AnnData) or adata.n_obs == 0:
+            what = "an AnnData with 0 cells" if isinstance(adata, AnnData) else type(adata).__name__
             raise ValueError(
-                f"`adata` must be a non-empty AnnData of modality {modality!r}, got "
-                f"{type(adata).__name__}{'' if not isinstance(adata, AnnData) else ' with 0 cells'}."
+                f"`adata` must be a non-empty AnnData of modality {modality!r}, got {what}."
             )
         transform = ((self.input_state_ or {}).get("transforms") or {}).get(modality)
         entry = self.sources[modality].manager.data_registry[REGISTRY_KEYS.X_KEY]

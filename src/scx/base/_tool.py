@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 import re
 import warnings
 from collections.abc import Callable, Mapping
@@ -36,6 +35,7 @@ from mudata import MuData
 
 from scx import _validation as v
 from scx._settings import isolated_state
+from scx._validation import clean_params
 from scx.train import TRAINER_OPTIONS, check_trainer_kwargs, unknown_name_message
 
 from ._model import INPUT_STATE_KEY
@@ -60,6 +60,9 @@ class Outputs:
         ``{key: {modality: values}}`` (categorical Series stay categorical), the same way.
     modalities
         New modalities ``{name: AnnData}`` added to a MuData.
+    global_obsm, global_obs
+        ``{key: values over the rows of data.obs}`` written to the global ``obsm`` / ``obs``
+        only (e.g. one combined embedding of a paired MuData).
     uns
         Facts stored next to the params in ``uns[key_added]`` (label vocabulary, counts…).
     rows
@@ -69,6 +72,8 @@ class Outputs:
     obsm: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     obs: dict[str, dict[str, Any]] = field(default_factory=dict)
     modalities: dict[str, AnnData] = field(default_factory=dict)
+    global_obsm: dict[str, np.ndarray] = field(default_factory=dict)
+    global_obs: dict[str, Any] = field(default_factory=dict)
     uns: dict[str, Any] = field(default_factory=dict)
     rows: dict[str, np.ndarray] | None = None
 
@@ -134,7 +139,11 @@ def remove_outputs(data: AnnData | MuData, key_added: str) -> None:
     if isinstance(data, MuData):
         removed = [m for m in _as_list(written.get("modalities")) if m in data.mod]
         if removed:
-            data.mod = {m: a for m, a in data.mod.items() if m not in removed}
+            for m in removed:  # MuData.mod cannot be reassigned, only edited
+                del data.mod[m]
+                # MuData keeps a deleted modality's cell and feature masks otherwise
+                data.obsm.pop(m, None)
+                data.varm.pop(m, None)
             data.update()
 
 
@@ -147,8 +156,16 @@ def _as_list(values) -> list[str]:
 def write_outputs(
     data: AnnData | MuData, key_added: str, outputs: Outputs, params: Mapping[str, Any]
 ) -> None:
-    """Replace the results of ``key_added`` in ``data`` by ``outputs`` (see :class:`Outputs`)."""
+    """Replace the results of ``key_added`` in ``data`` by ``outputs`` (see :class:`Outputs`).
+
+    In a MuData whose modalities hold distinct cells, per-modality results also go to the
+    global ``obsm``/``obs`` (NaN for other cells), with an ``obs["modality"]`` column so that
+    ``sc.pl.umap(mdata, color="modality")`` works. When the modalities share cells (a paired
+    MuData treated as unpaired) one global row per cell would be ambiguous: the results stay in
+    each modality (``mdata.mod[m].obsm[...]``), which a warning says.
+    """
     remove_outputs(data, key_added)
+    written_obs = list(outputs.obs)
     if isinstance(data, MuData):
         for name, adata in outputs.modalities.items():
             data.mod[name] = adata
@@ -168,61 +185,66 @@ def write_outputs(
                 data.mod[m].obs[key] = pd.Series(column, index=data.mod[m].obs_names)
             if disjoint:
                 data.obs[key] = _global_column(data.n_obs, per_mod, rows)
+        if disjoint and len(used) > 1 and _write_modality_column(data, used, rows):
+            written_obs.append(MODALITY_COLUMN)
+        hidden = [k for k in outputs.obsm if k not in outputs.global_obsm]
+        if used and not disjoint and hidden:
+            warnings.warn(
+                f"Modalities {used} share cells, so one global row per cell would be ambiguous; "
+                f"{hidden} are written to each modality only (`mdata.mod[m].obsm[{hidden[0]!r}]`).",
+                UserWarning,
+                stacklevel=4,
+            )
     else:
         rows = outputs.rows or {}
         for key, per_part in outputs.obsm.items():
             data.obsm[key] = _global_array(data.n_obs, per_part, rows)
         for key, per_part in outputs.obs.items():
             data.obs[key] = _global_column(data.n_obs, per_part, rows)
+    for key, array in outputs.global_obsm.items():
+        data.obsm[key] = array
+    for key, values in outputs.global_obs.items():
+        data.obs[key] = values.array if isinstance(values, pd.Series) else values
     data.uns[key_added] = {
         **outputs.uns,
         "params": clean_params(params),
         "outputs": {
-            "obsm": list(outputs.obsm),
-            "obs": list(outputs.obs),
+            "obsm": list(dict.fromkeys([*outputs.obsm, *outputs.global_obsm])),
+            "obs": list(dict.fromkeys([*written_obs, *outputs.global_obs])),
             "modalities": list(outputs.modalities),
         },
     }
 
 
-def clean_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Make settings storable in ``.uns`` and readable: the one convention for every tool.
-
-    ``None`` (a setting that is off or unset) stays ``None`` at the top level and becomes
-    ``"None"`` inside lists (h5 cannot hold it there); tuples become lists; matrices and tables
-    are summarised by their type and shape.
-    """
-    from scipy import sparse
-
-    cleaned = {}
-    for key, value in params.items():
-        if isinstance(value, np.ndarray | pd.DataFrame) or sparse.issparse(value):
-            shape = "×".join(str(n) for n in value.shape)
-            value = f"{type(value).__name__} ({shape})"
-        elif isinstance(value, tuple | list | pd.Index):
-            value = [str(x) if x is None else _plain(x) for x in value]
-        elif isinstance(value, Mapping):
-            value = clean_params(value)
-        else:
-            value = _plain(value)
-        cleaned[str(key)] = value
-    return cleaned
+#: Global ``obs`` column naming the modality of each cell of a disjoint MuData.
+MODALITY_COLUMN = "modality"
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, tuple | list):
-        return [str(x) if x is None else _plain(x) for x in value]
-    return value
+def _write_modality_column(data: MuData, used: list[str], rows: Mapping) -> bool:
+    """Write ``obs["modality"]``; keep a user's own different column (and say so)."""
+    codes = np.full(data.n_obs, -1, dtype=np.int64)
+    for k, m in enumerate(used):
+        codes[rows[m]] = k
+    column = pd.Categorical.from_codes(codes, categories=used)
+    existing = data.obs.get(MODALITY_COLUMN)
+    if existing is not None and not np.array_equal(
+        existing.astype(str).to_numpy(), pd.Series(column).astype(str).to_numpy()
+    ):
+        logger.warning(
+            "`.obs[%r]` exists and is not the modality of each cell; it is kept, so color by "
+            "another column to see the modalities.",
+            MODALITY_COLUMN,
+        )
+        return False
+    data.obs[MODALITY_COLUMN] = column
+    return existing is None
 
 
 # ---------------------------------------------------------------------------- signatures/docs
 _COMMON_DOC = {
-    "key_added": "key_added\n    Name of the results: ``obsm[f'X_{key_added}']``, ``obs[f'{key_added}_…']``"
-    " and ``uns[key_added]``. A second run with the same name replaces all of them.",
+    "key_added": "key_added\n    Name of the results: ``obsm[f'X_{key_added}']``, "
+    "``obs[f'{key_added}_…']`` and ``uns[key_added]``. A second run with the same name "
+    "replaces all of them.",
     "copy": "copy\n    Work on a copy of ``data`` and return it with the results (the input stays "
     "untouched); otherwise write into ``data`` and return the trained model.",
     "seed": "seed\n    Seed of everything random (initialisation, sampling, PCA/LSI, kNN). The "
@@ -240,7 +262,7 @@ def docstring_parameters(func: Callable) -> dict[str, str]:
         return {}
     entries: dict[str, str] = {}
     current: list[str] = []
-    for line in match.group(1).splitlines() + [""]:
+    for line in [*match.group(1).splitlines(), ""]:
         if line and not line.startswith(" "):
             _store(entries, current)
             current = [line]
@@ -407,6 +429,10 @@ def _bind(spec: _ToolSpec, signature: inspect.Signature, data, kwargs: dict) -> 
             kwargs.setdefault(target, value)
         else:
             current = list(kwargs.get(target) or signature.parameters[target].default)
+            if position >= len(current):  # an optional trailing entry (scPairing's `mod3`)
+                if value is None:
+                    continue
+                current += [None] * (position + 1 - len(current))
             current[position] = value
             kwargs[target] = current
     moved = {k: kwargs.pop(k) for k in list(kwargs) if k not in names and k in TRAINER_OPTIONS}
@@ -433,9 +459,7 @@ def run_tool(spec: _ToolSpec, arguments: dict) -> Any:
     group = {g: {n: arguments[n] for n in names} for g, names in spec.groups.items()}
     key_added, copy, seed = arguments["key_added"], arguments["copy"], arguments["seed"]
     if not isinstance(key_added, str) or not key_added or "/" in key_added:
-        raise ValueError(
-            f"`key_added` must be a non-empty name without '/', got {key_added!r}."
-        )
+        raise ValueError(f"`key_added` must be a non-empty name without '/', got {key_added!r}.")
     v.boolean(copy, "copy")
     v.check_positive_int(seed, argname="seed", minimum=0)
     model_cls.check_settings(**group["init"], **group["train"])

@@ -43,8 +43,11 @@ class ModalitySource:
 
 
 class _IndexedDataset(Dataset):
-    """A modality's torch dataset whose batches also carry the row indices (``ind_x``) and the
-    source's per-cell ``extras``."""
+    """A modality's torch dataset whose batches also carry row indices and per-cell extras.
+
+    The row indices (``ind_x``) and the source's ``extras`` reach the training plan with the
+    inputs.
+    """
 
     def __init__(self, source: ModalitySource, load_sparse_tensor: bool):
         keys = list(source.manager.data_registry)
@@ -101,8 +104,13 @@ class MultiModalDataModule(pl.LightningDataModule):
     validation_size
         Fraction used for validation; defaults to ``1 - train_size``.
     steps_per_epoch
-        Steps per epoch across all devices. ``None`` covers the largest modality's training cells
-        once per epoch.
+        Steps per epoch. ``None`` covers the largest modality's training cells once per epoch.
+    steps_per_device
+        With several devices, every device takes ``steps_per_epoch`` steps (each on its own
+        slice of every global batch), so the optimiser takes that many steps whatever the number
+        of devices: the schedules of step-based methods (Portal, scMODAL) count optimiser steps.
+        ``False`` shares ``steps_per_epoch`` out across the devices, so an epoch is the same
+        amount of data on one device or several.
     replacement
         Sample cells with replacement instead of cycling through permutations.
     seed
@@ -130,6 +138,7 @@ class MultiModalDataModule(pl.LightningDataModule):
         train_size: float = 1.0,
         validation_size: float | None = None,
         steps_per_epoch: int | None = None,
+        steps_per_device: bool = False,
         replacement: bool = False,
         seed: int = 0,
         sampler_seed: int | None = None,
@@ -163,6 +172,7 @@ class MultiModalDataModule(pl.LightningDataModule):
         self.train_size = float(train_size)
         self.validation_size = float(validation_size)
         self.steps_per_epoch = steps_per_epoch
+        self.steps_per_device = bool(steps_per_device)
         self.replacement = replacement
         self.seed = int(seed)
         self.sampler_seed = self.seed if sampler_seed is None else int(sampler_seed)
@@ -217,6 +227,8 @@ class MultiModalDataModule(pl.LightningDataModule):
     def n_batches(self, world_size: int = 1) -> int:
         """Steps per epoch on each device."""
         if self.steps_per_epoch is not None:
+            if self.steps_per_device:
+                return max(1, int(self.steps_per_epoch))
             return max(1, -(-int(self.steps_per_epoch) // world_size))
         per_modality = [
             -(-self.train_idx[m].size // (self.batch_size[m] * world_size)) for m in self.sources

@@ -23,6 +23,7 @@ def synthetic_trajectory(
     peak_closed: float = 0.03,
     bump_width: float = 0.15,
     fold: float = 3.0,
+    branch_ramp: float = 0.0,
     chunk_cells: int = 20_000,
     seed: int = 0,
 ) -> MuData:
@@ -57,6 +58,12 @@ def synthetic_trajectory(
         Opening probability of a peak of a fully active gene / of an inactive gene.
     bump_width, fold
         Width (pseudotime units) and log fold change of a gene's activity window.
+    branch_ramp
+        Pseudotime over which the branch-specific programmes switch on after the branch point
+        (their activity is scaled by ``min(1, (t - branch_point) / branch_ramp)``), so the two
+        branches leave the trunk continuously. ``0`` switches them on at once: expression then
+        jumps at the branch point, and a 5-neighbour RNA graph falls apart into trunk and
+        branches.
     chunk_cells
         Cells generated at a time (memory stays proportional to the non-zeros).
     seed
@@ -92,7 +99,11 @@ def synthetic_trajectory(
         tc, bc = t[start : start + chunk_cells], branch[start : start + chunk_cells]
         bump = np.exp(-((tc[:, None] - centre[None, :]) ** 2) / (2 * bump_width**2))
         on_branch = (gene_branch[None, :] == 0) | (gene_branch[None, :] == bc[:, None])
-        activity = bump * on_branch
+        weight = on_branch.astype(np.float64)
+        if branch_ramp > 0:
+            ramp = np.clip((tc - branch_point) / branch_ramp, 0.0, 1.0)[:, None]
+            weight = np.where(on_branch & (gene_branch[None, :] > 0), ramp, weight)
+        activity = bump * weight
         log_mean = baseline[None, :] + fold * activity
         rates = np.exp(log_mean)
         rates *= rna_depth / rates.sum(axis=1, keepdims=True)

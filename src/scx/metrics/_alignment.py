@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score
 
+from scx import _validation as v
+
 
 def foscttm(
     x: np.ndarray, y: np.ndarray, *, per_cell: bool = False, chunk_size: int = 2048
@@ -32,12 +34,14 @@ def foscttm(
     -------
     The mean over both directions, or ``(foscttm_x, foscttm_y)`` per cell.
     """
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    if x.shape != y.shape or x.ndim != 2:
+    x = v.check_embedding(x, argname="x")
+    y = v.check_embedding(y, argname="y")
+    if x.shape != y.shape:
         raise ValueError(
-            f"`x` and `y` must be paired embeddings of the same shape, got {x.shape} and {y.shape}."
+            f"`x` and `y` must be paired embeddings of the same shape (row i of both is the same "
+            f"cell), got {x.shape} and {y.shape}."
         )
+    v.check_positive_int(chunk_size, argname="chunk_size")
     n = x.shape[0]
     y_sq = np.einsum("ij,ij->i", y, y)
     # true-partner distances from the same expansion as the chunks, so ties compare exactly
@@ -85,8 +89,8 @@ def label_transfer_accuracy(
     -------
     ``{"accuracy", "macro_f1", "balanced_accuracy", "n_scored"}``.
     """
-    true = pd.Series(np.asarray(true_labels, dtype=object))
-    pred = pd.Series(np.asarray(predicted_labels, dtype=object))
+    true = pd.Series(np.asarray(true_labels, dtype=object).ravel())
+    pred = pd.Series(np.asarray(predicted_labels, dtype=object).ravel())
     if len(true) != len(pred):
         raise ValueError(
             f"`true_labels` and `predicted_labels` differ in length ({len(true)} vs {len(pred)})."

@@ -6,6 +6,7 @@ import importlib
 
 import numpy as np
 
+from scx import _validation as v
 from scx._neighbors import knn
 
 
@@ -32,6 +33,14 @@ def _codes(values) -> np.ndarray:
     return np.unique(np.asarray(values).astype(str), return_inverse=True)[1]
 
 
+def _inputs(X, values, argname: str, n_neighbors: int | None = None):
+    X = v.check_embedding(X, argname="X").astype(np.float32)
+    values = v.check_labels_for(values, X.shape[0], argname=argname)
+    if n_neighbors is not None:
+        v.check_positive_int(n_neighbors, argname="n_neighbors", minimum=2)
+    return X, _codes(values)
+
+
 def ilisi(X: np.ndarray, batch, *, n_neighbors: int = 90) -> float:
     """Scaled integration LISI (batch mixing, higher is better; 0 = separated, 1 = mixed).
 
@@ -39,8 +48,9 @@ def ilisi(X: np.ndarray, batch, *, n_neighbors: int = 90) -> float:
     ``n_neighbors`` neighbours (perplexity ``n_neighbors / 3``), scaled by the number of
     batches, via :func:`scib_metrics.ilisi_knn`.
     """
+    X, codes = _inputs(X, batch, "batch", n_neighbors)
     scib = _scib()
-    return float(scib.ilisi_knn(_neighbors(X, n_neighbors), _codes(batch), scale=True))
+    return float(scib.ilisi_knn(_neighbors(X, n_neighbors), codes, scale=True))
 
 
 def kbet(X: np.ndarray, batch, *, n_neighbors: int = 50, alpha: float = 0.05) -> float:
@@ -49,8 +59,10 @@ def kbet(X: np.ndarray, batch, *, n_neighbors: int = 50, alpha: float = 0.05) ->
     The fraction of cells whose ``n_neighbors`` neighbourhood batch composition passes a χ²
     test against the global batch frequencies at level ``alpha``.
     """
+    X, codes = _inputs(X, batch, "batch", n_neighbors)
+    v.fraction()(alpha, "alpha")
     scib = _scib()
-    acceptance, _, _ = scib.kbet(_neighbors(X, n_neighbors), _codes(batch), alpha=alpha)
+    acceptance, _, _ = scib.kbet(_neighbors(X, n_neighbors), codes, alpha=alpha)
     return float(acceptance)
 
 
@@ -60,7 +72,6 @@ def silhouette_label(X: np.ndarray, labels, *, rescale: bool = True) -> float:
     Higher means cell types are better separated (bio-conservation), via
     :func:`scib_metrics.silhouette_label`.
     """
+    X, codes = _inputs(X, labels, "labels")
     scib = _scib()
-    return float(
-        scib.silhouette_label(np.asarray(X, dtype=np.float32), _codes(labels), rescale=rescale)
-    )
+    return float(scib.silhouette_label(X, codes, rescale=rescale))

@@ -2,5 +2,6 @@
 
 from ._model import PORTAL
 from ._module import PORTALModule, PortalStage
+from ._tool import portal
 
-__all__ = ["PORTAL", "PORTALModule", "PortalStage"]
+__all__ = ["PORTAL", "PORTALModule", "PortalStage", "portal"]

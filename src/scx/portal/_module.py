@@ -12,6 +12,9 @@ not forced together.
 Several datasets are integrated incrementally: stage ``s`` aligns dataset ``s + 1`` (domain B)
 with all earlier datasets mapped into the reference's input space (domain A). The module holds
 one set of networks per stage; ``active_stage`` selects the one being trained.
+
+Datasets are addressed by their registration position (``modality``, the convention of every
+scx module); ``order`` says which dataset each integration position holds.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from scvi import REGISTRY_KEYS
-from scvi.module.base import BaseModuleClass, LossOutput
+from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torch import nn
 
 from scx.nn import MLP
@@ -59,6 +62,9 @@ class PORTALModule(BaseModuleClass):
         Hidden width of every network (512).
     n_stages
         Number of A/B translations (number of datasets − 1).
+    order
+        Registration positions of the datasets in integration order (the reference first);
+        ``None``: registration order.
     lambda_gan, lambda_ae, lambda_la, lambda_cos
         Weights of the adversarial term, the autoencoder reconstruction, the latent-cycle
         alignment and the cosine similarity between a cell and its translation (1, 10, 10, 20).
@@ -82,6 +88,7 @@ class PORTALModule(BaseModuleClass):
         n_latent: int = 20,
         n_hidden: int = 512,
         n_stages: int = 1,
+        order: Sequence[int] | None = None,
         lambda_gan: float = 1.0,
         lambda_ae: float = 10.0,
         lambda_la: float = 10.0,
@@ -95,15 +102,12 @@ class PORTALModule(BaseModuleClass):
         self.n_input = n_input
         self.n_latent = n_latent
         self.n_stages = n_stages
+        self.order = list(range(n_stages + 1)) if order is None else [int(k) for k in order]
         self.lambda_gan = lambda_gan
         self.lambda_ae = lambda_ae
         self.lambda_la = lambda_la
         if isinstance(lambda_cos, int | float):
             lambda_cos = [float(lambda_cos)] * n_stages
-        if len(lambda_cos) != n_stages:
-            raise ValueError(
-                f"`lambda_cos` needs one value per stage ({n_stages}), got {list(lambda_cos)}."
-            )
         self.lambda_cos = [float(w) for w in lambda_cos]
         self.boundary = boundary
         self.warmup_steps = warmup_steps
@@ -139,6 +143,45 @@ class PORTALModule(BaseModuleClass):
         """Map cells of side ``source`` into the input space of side ``target``."""
         return self.generate(self.encode(x, stage, source), stage, target)
 
+    def position(self, modality: int) -> int:
+        """Integration position of the dataset registered at ``modality`` (0: reference)."""
+        return self.order.index(modality)
+
+    def to_reference(self, x: torch.Tensor, modality: int) -> torch.Tensor:
+        """Cells of dataset ``modality`` in the reference's input space.
+
+        A dataset integrated at stage ``s`` is translated by that stage's generator (B → A);
+        the reference's own cells are returned as they are.
+        """
+        k = self.position(modality)
+        return x if k == 0 else self.translate(x, k - 1, 1, 0)
+
+    def from_reference(self, x: torch.Tensor, modality: int) -> torch.Tensor:
+        """Cells in the reference space translated into dataset ``modality``'s input space."""
+        k = self.position(modality)
+        return x if k == 0 else self.translate(x, k - 1, 0, 1)
+
+    def embed(self, x: torch.Tensor, modality: int) -> torch.Tensor:
+        """Harmonised latent of cells of dataset ``modality`` (registration position).
+
+        The last stage's encoders embed the last dataset (its own inputs, domain B) and every
+        dataset integrated before it (in the reference space, domain A), as the reference does.
+        """
+        last = self.n_stages - 1
+        if self.position(modality) == self.n_stages:
+            return self.encode(x, last, 1)
+        return self.encode(self.to_reference(x, modality), last, 0)
+
+    def boundary_score(self, x: torch.Tensor, modality: int) -> torch.Tensor:
+        """Clamped reference-discriminator logit of a non-reference dataset's translations.
+
+        Scored by the discriminator of the stage that integrated ``modality``.
+        """
+        k = self.position(modality)
+        if k == 0:
+            raise ValueError("The reference dataset has no boundary score.")
+        return self.critic(self.translate(x, k - 1, 1, 0), k - 1, 0)
+
     def critic(
         self, x: torch.Tensor, stage: int, side: int, step: int | None = None
     ) -> torch.Tensor:
@@ -152,8 +195,12 @@ class PORTALModule(BaseModuleClass):
         return logit.squeeze(-1)
 
     # ------------------------------------------------------------------ training
-    def adversarial_forward(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
-        """One forward pass of the active stage on a reference (A) and a query (B) batch."""
+    def forward_step(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
+        """One forward pass of the active stage.
+
+        ``batch`` holds a batch of domain A (``"reference"``: every dataset integrated so far,
+        in the reference space) and of domain B (``"query"``: the dataset being integrated).
+        """
         s = self.active_stage
         x_a = batch[REFERENCE][REGISTRY_KEYS.X_KEY]
         x_b = batch[QUERY][REGISTRY_KEYS.X_KEY]
@@ -186,7 +233,7 @@ class PORTALModule(BaseModuleClass):
             + F.softplus(fake_b).mean()
         )
 
-    def generator_loss(
+    def training_loss(
         self, outputs: dict[str, torch.Tensor], step: int
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Non-saturating adversarial loss plus reconstruction, latent cycle and cosine terms."""
@@ -217,26 +264,25 @@ class PORTALModule(BaseModuleClass):
             "cos": cos.detach(),
         }
 
-    # ------------------------------------------------------------------ scvi interface
+    # ------------------------------------------------------------------ scvi-tools API
     def _get_inference_input(self, tensors: dict[str, torch.Tensor], **kwargs) -> dict:
         return {"x": tensors[REGISTRY_KEYS.X_KEY]}
 
-    def inference(self, x: torch.Tensor, stage: int = 0, side: int = 0) -> dict[str, torch.Tensor]:
-        """Latent of a batch of cells of one side of a stage."""
-        return {"z": self.encode(x, stage, side)}
+    @auto_move_data
+    def inference(self, x: torch.Tensor, modality: int = 0) -> dict[str, torch.Tensor]:
+        """Harmonised latent of a batch of cells of dataset ``modality``."""
+        return {"z": self.embed(x, modality)}
 
     def _get_generative_input(self, tensors, inference_outputs, **kwargs) -> dict:
-        return {"z": inference_outputs["z"]}
+        return {}
 
-    def generative(self, z: torch.Tensor, stage: int = 0, side: int = 0) -> dict[str, torch.Tensor]:
-        """Decode latents into the input space of one side of a stage."""
-        return {"x": self.generate(z, stage, side)}
+    def generative(self) -> dict:
+        """Not used: translations go through :meth:`translate`."""
+        return {}
 
     def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
-        """Reconstruction of a single-side forward pass (the training losses are in the plan)."""
-        x = tensors[REGISTRY_KEYS.X_KEY]
-        error = ((generative_outputs["x"] - x) ** 2).mean(dim=1)
-        return LossOutput(loss=error.mean(), reconstruction_loss=error)
+        """Not used: Portal's losses need both domains' batches (see :meth:`training_loss`)."""
+        raise NotImplementedError("Use `forward_step`, `discriminator_loss` and `training_loss`.")
 
     def sample(self, *args, **kwargs):
         """Not available: Portal is not a probabilistic generative model."""

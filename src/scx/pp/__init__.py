@@ -36,6 +36,7 @@ __all__ = [
     "log_normalize",
     "median_library_size",
     "normalize_chrom",
+    "pca_transform",
     "peak_coordinates",
     "peak_gene_prior",
     "read_annotation",

@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 import scanpy as sc
 from anndata import AnnData
-from scipy import sparse
 
 from scx import _validation as v
 
@@ -136,7 +135,8 @@ def joint_pca(
     n_comps: int = 30,
     layer: str | None = None,
     genes: Sequence[str] | None = None,
-    random_state: int = 0,
+    seed: int = 0,
+    random_state: int | None = None,
 ) -> JointPCA:
     """Portal's preprocessing of several datasets into one joint PCA.
 
@@ -157,9 +157,24 @@ def joint_pca(
         Layer with counts.
     genes
         Use these genes instead of selecting highly variable ones.
-    random_state
+    seed
         Seed of the randomised SVD.
+    random_state
+        Deprecated name of ``seed``.
+
+    Returns
+    -------
+    The fitted :class:`JointPCA`; :meth:`JointPCA.transforms` maps new cells of each dataset
+    the same way.
     """
+    if random_state is not None:
+        warnings.warn(
+            "scx.pp.joint_pca: `random_state=` is deprecated and will be removed in the next "
+            "release; use `seed=`.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        seed = random_state
     if genes is None:
         genes = shared_highly_variable_genes(datasets, n_top_genes, layer=layer)
     else:
@@ -176,7 +191,7 @@ def joint_pca(
         normalised = log_normalize(v.get_matrix(adata, layer))
         matrices.append(normalised[:, adata.var_names.get_indexer(genes)])
     n_comps = min(n_comps, len(genes) - 1)
-    fitted = fit_shared_pca(matrices, n_comps, random_state=random_state)
+    fitted = fit_shared_pca(matrices, n_comps, random_state=seed)
     embeddings = {
         name: fitted.transform(X, k).astype(np.float32)
         for k, (name, X) in enumerate(zip(datasets, matrices))

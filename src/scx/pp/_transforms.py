@@ -277,22 +277,29 @@ def log_blocks_transform(
     blocks: Sequence[tuple[Sequence[str], float]], *, layer: str | None = None
 ) -> dict:
     """A ``"log_blocks"`` transform: ``[(features, target_sum), …]`` normalised block-wise."""
+    # flat lists, not (names, target) pairs: the transform is kept in a view's ``.uns``, which
+    # ``model.save(save_anndata=True)`` writes to h5 (it cannot hold ragged pairs)
     return {
         "kind": "log_blocks",
         "layer": layer,
         "features": [str(f) for names, _ in blocks for f in names],
-        "blocks": [([str(f) for f in names], float(target)) for names, target in blocks],
+        "block_sizes": [len(names) for names, _ in blocks],
+        "target_sums": [float(target) for _, target in blocks],
     }
 
 
 def _apply_log_blocks(transform: dict, adata: AnnData, where: str):
     X = v.get_matrix(adata, transform["layer"])
-    parts = []
-    for names, target in transform["blocks"]:
+    features = [str(f) for f in transform["features"]]
+    parts, start = [], 0
+    for size, target in zip(transform["block_sizes"], transform["target_sums"], strict=True):
+        names, start = features[start : start + int(size)], start + int(size)
         if not names:
             continue
         columns = _columns(adata, names, where=where)
-        parts.append(log_normalize(sparse.csr_matrix(X[:, columns], dtype=np.float32), target))
+        parts.append(
+            log_normalize(sparse.csr_matrix(X[:, columns], dtype=np.float32), float(target))
+        )
     return sparse.hstack(parts, format="csr", dtype=np.float32)
 
 

@@ -1,24 +1,26 @@
-"""scDART (Zhang et al., Genome Biology 2022) on scvi-tools."""
+"""scDART (Zhang et al., Genome Biology 2022): unpaired RNA + ATAC with a learned gene activity."""
 
 from ._diffusion import (
     alpha_decay_graph,
-    atac_embedding,
     diffusion_coordinates,
+    diffusion_embeddings,
     post_align,
-    rna_embedding,
 )
-from ._model import DIFFUSION_OBSM, SCDART, SCDARTTrainingPlan
-from ._module import MMD_BANDWIDTHS, SCDARTModule
+from ._model import SCDART
+from ._module import ANCHOR_KEY, DIFFUSION_KEY, MMD_BANDWIDTHS, SCDARTModule
+from ._prior import resolve_prior
+from ._tool import scdart
 
 __all__ = [
-    "DIFFUSION_OBSM",
+    "ANCHOR_KEY",
+    "DIFFUSION_KEY",
     "MMD_BANDWIDTHS",
     "SCDART",
     "SCDARTModule",
-    "SCDARTTrainingPlan",
     "alpha_decay_graph",
-    "atac_embedding",
     "diffusion_coordinates",
+    "diffusion_embeddings",
     "post_align",
-    "rna_embedding",
+    "resolve_prior",
+    "scdart",
 ]

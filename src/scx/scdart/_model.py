@@ -1,9 +1,12 @@
-"""scDART model: registration, training, joint latent and learned gene activity."""
+"""scDART model: inputs and prior, training on the diffusion geometry, latent and gene activity."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import os
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -11,26 +14,24 @@ import torch
 from anndata import AnnData
 from mudata import MuData
 from scipy import sparse
-from scvi import REGISTRY_KEYS
-from scvi.data.fields import ObsmField
-from scvi.train import TrainingPlan
 
 from scx import _validation as v
-from scx.data import MultiModalDataModule
-from scx.base import MultiModalModelBase
-from scx.train import EpochMeanLoggingMixin
+from scx.base import MultiModalModelBase, to_tensor
+from scx.data import ModalitySource, MultiModalDataModule
+from scx.train import LossTrainingPlan
 
-from ._diffusion import post_align
-from ._module import DIFFUSION_KEY, ModalityBatchNorm, SCDARTModule
+from ._diffusion import diffusion_coordinates, diffusion_embeddings, post_align
+from ._module import ANCHOR_KEY, DIFFUSION_KEY, ModalityBatchNorm, SCDARTModule
+from ._prior import PriorLike, check_prior_choice, describe_prior, prior_links, resolve_prior
 
 logger = logging.getLogger(__name__)
 
-#: ``.obsm`` key of each modality holding the per-cell diffusion coordinates the model trains on.
-DIFFUSION_OBSM = "scdart_diffusion"
 #: Optimisation steps of the reference (500 epochs of ~4 full mini-batches).
 REFERENCE_STEPS = 2000
 #: Largest default mini-batch (the reference uses a quarter of the smaller modality).
 MAX_DEFAULT_BATCH = 1024
+#: Fewest cells per modality the diffusion geometry (kNN graph, eigenvectors) works with.
+MIN_CELLS = 4
 
 
 class _SparseBatchDataModule(MultiModalDataModule):
@@ -41,106 +42,28 @@ class _SparseBatchDataModule(MultiModalDataModule):
         return batch
 
 
-class SCDARTTrainingPlan(EpochMeanLoggingMixin, TrainingPlan):
-    """One Adam step per pair of RNA/ATAC mini-batches on the sum of scDART's losses.
+def _batch_size_check(value: Any, argname: str) -> None:
+    """``None``, an integer ≥ 2 or ``{modality: integer ≥ 2}`` (BatchNorm needs two cells)."""
+    if value is None:
+        return
+    if isinstance(value, Mapping):
+        for m, size in value.items():
+            v.check_positive_int(size, argname=f"{argname}[{m!r}]", minimum=2)
+        return
+    v.check_positive_int(value, argname=argname, minimum=2)
 
-    The reference's two Adam optimisers (gene activity, encoder) have identical settings and
-    step after one backward pass, so one Adam over all parameters is the same update.
 
-    Parameters
-    ----------
-    module
-        The scDART module.
-    rna, atac
-        Modality names.
-    anchors
-        ``{modality: bool array}`` over the rows of each registered AnnData, or ``None``.
-    lr
-        Adam learning rate (3e-4).
-    """
-
-    def __init__(
-        self,
-        module: SCDARTModule,
-        *,
-        rna: str,
-        atac: str,
-        anchors: dict[str, np.ndarray] | None = None,
-        lr: float = 3e-4,
+def _anchors_check(value: Any, argname: str) -> None:
+    """``None`` or ``{modality: cell names}`` (names are checked against the data later)."""
+    if value is None:
+        return
+    if not isinstance(value, Mapping) or not all(
+        not isinstance(cells, str) and hasattr(cells, "__len__") for cells in value.values()
     ):
-        super().__init__(module, lr=lr, weight_decay=0.0, n_epochs_kl_warmup=None)
-        self.rna, self.atac = rna, atac
-        self.use_anchors = anchors is not None
-        if anchors is not None:
-            # buffers follow the plan to the training device
-            self.register_buffer("anchor_rna", torch.as_tensor(anchors[rna]), persistent=False)
-            self.register_buffer("anchor_atac", torch.as_tensor(anchors[atac]), persistent=False)
-        self._n_skipped = 0
-
-    def _step(self, batch):
-        anchors = None
-        if self.use_anchors:
-            rows_rna = batch[self.rna][REGISTRY_KEYS.INDICES_KEY].long().view(-1)
-            rows_atac = batch[self.atac][REGISTRY_KEYS.INDICES_KEY].long().view(-1)
-            anchors = (self.anchor_rna[rows_rna], self.anchor_atac[rows_atac])
-        return self.module.training_loss(batch, self.rna, self.atac, anchors=anchors)
-
-    def training_step(self, batch, batch_idx):
-        """One Adam step on an RNA and an ATAC mini-batch."""
-        loss_output = self._step(batch)
-        if not torch.isfinite(loss_output.loss):
-            self._n_skipped += 1
-            logger.warning(
-                "Non-finite scDART loss at epoch %d step %d; step skipped (%d so far).",
-                self.current_epoch,
-                batch_idx,
-                self._n_skipped,
-            )
-            return None
-        self.accumulate(loss_output.extra_metrics, loss_output.n_obs_minibatch, "train")
-        return loss_output.loss
-
-    def validation_step(self, batch, batch_idx):
-        """Losses on held-out cells."""
-        loss_output = self._step(batch)
-        self.accumulate(loss_output.extra_metrics, loss_output.n_obs_minibatch, "validation")
-
-    def configure_optimizers(self):
-        """Adam with PyTorch's default betas and eps, no weight decay, no schedule."""
-        params = [p for p in self.module.parameters() if p.requires_grad]
-        return torch.optim.Adam(params, lr=self.lr)
-
-
-def _to_torch(X, device) -> torch.Tensor:
-    """A chunk of a scipy/numpy matrix as a float32 tensor (sparse CSR stays sparse)."""
-    if sparse.issparse(X):
-        X = sparse.csr_matrix(X, dtype=np.float32)
-        return torch.sparse_csr_tensor(
-            torch.from_numpy(X.indptr.astype(np.int64)),
-            torch.from_numpy(X.indices.astype(np.int64)),
-            torch.from_numpy(X.data),
-            size=X.shape,
-            device=device,
-        )
-    return torch.as_tensor(np.asarray(X, dtype=np.float32), device=device)
-
-
-def prior_links(prior, n_genes: int, n_peaks: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row (gene) and column (peak) indices of the non-zero entries of a genes × peaks prior."""
-    prior = sparse.coo_matrix(prior)
-    if prior.shape != (n_genes, n_peaks):
         raise ValueError(
-            f"`prior` has shape {prior.shape}; the model needs genes × peaks = "
-            f"({n_genes}, {n_peaks})."
+            f"`{argname}` must be a dict {{modality: list of cell names}} with the anchor cells "
+            f"of both modalities, got {value!r:.80}."
         )
-    keep = prior.data != 0
-    if not keep.any():
-        raise ValueError(
-            "`prior` links no peak to any gene (all entries are zero); pass a peak–gene prior "
-            "with links, e.g. from `scx.pp.peak_gene_prior`."
-        )
-    order = np.lexsort((prior.col[keep], prior.row[keep]))
-    return prior.row[keep][order].astype(np.int64), prior.col[keep][order].astype(np.int64)
 
 
 class SCDART(MultiModalModelBase):
@@ -152,26 +75,27 @@ class SCDART(MultiModalModelBase):
     distributions (MMD), keep the end-to-end linear peak → gene weight of the gene-activity
     network on the links of a genomic prior, and optionally pull anchor cells together.
 
-    Register the data with :meth:`setup_mudata`; every modality needs its per-cell diffusion
-    coordinates in ``.obsm["scdart_diffusion"]`` (see
-    :func:`scx.scdart.diffusion_coordinates`). :func:`scx.tl.scdart` does all of this.
+    Build it with :func:`scx.tl.scdart`, or register a MuData with :meth:`setup_mudata` (the
+    RNA modality first, the ATAC modality second, counts in ``.X`` or a layer) and pass a genes
+    × peaks prior. Training computes each modality's diffusion geometry from the registered
+    counts (:meth:`train`), so nothing besides the counts needs to be registered.
 
     Parameters
     ----------
     mdata
-        MuData registered with :meth:`setup_mudata` holding an RNA and an ATAC modality.
+        MuData registered with :meth:`setup_mudata` holding the RNA and the ATAC modality, in
+        this order.
     prior
         Genes × peaks matrix (rows in the RNA modality's gene order, columns in the ATAC
         modality's peak order); non-zero entries are links.
-    rna, atac
-        Names of the RNA and ATAC modalities (the first two registered by default).
     n_latent
         Latent dimensions (8, the reference class default; its scripts use 4).
     n_hidden_gene_activity, n_hidden_encoder
         Hidden widths (1024, 512) and (512, 128): the reference's ``fit`` sizes, used for
         every path here (the reference's ``fit_transform`` builds smaller networks).
     lambda_dist, lambda_prior, lambda_mmd, lambda_anchor
-        Loss weights (1 each, as in the reference).
+        Weights of the diffusion-distance, prior, MMD and anchor losses (1 each, as in the
+        reference).
     prior_penalty
         ``"l1"`` (the reference default), ``"l2"``, or ``"relative_l1"``: the share of the
         end-to-end weight off the prior's links, which, unlike the other two, cannot be
@@ -186,20 +110,55 @@ class SCDART(MultiModalModelBase):
         normalised).
     atac_transform
         ``"binary"`` or ``"none"``.
-    n_diffusion_blocks
-        Diffusion times whose coordinate blocks make up ``.obsm["scdart_diffusion"]`` (3).
+    anchors
+        ``{modality: cell names}`` of anchor cells of both modalities (cells believed to match
+        across the modalities, e.g. the earliest cells of a trajectory) for the anchor loss;
+        at least 2 per modality.
     init_from_prior
         Start the gene-activity network with every gene positively linked to its own peaks
         (a positive-semidefinite gene mix of the prior); ``False`` initialises at random, as
         the reference.
-    anchors
-        ``{modality: cell names}`` of anchor cells (cells believed to match across the
-        modalities, e.g. the earliest cells of a trajectory) for the anchor loss.
+    seed
+        Seed of the weight initialisation (and the default seed of :meth:`train`).
+
+    Examples
+    --------
+    >>> scx.model.SCDART.setup_mudata(mdata, modalities=["rna", "atac"])
+    >>> model = scx.model.SCDART(mdata, prior=mdata["rna"].varm["peak_prior"])
+    >>> model.train()
+    >>> z = model.get_latent_representation()
     """
 
+    _method_name = "scDART"
     _module_cls = SCDARTModule
-    _training_plan_cls = SCDARTTrainingPlan
+    _training_plan_cls = LossTrainingPlan
+    _data_init_args = ("prior",)
+    _setting_checks: ClassVar[dict[str, Callable]] = {
+        "n_latent": v.positive_int(),
+        "n_hidden_gene_activity": v.sequence_of(v.positive_int()),
+        "n_hidden_encoder": v.sequence_of(v.positive_int()),
+        "lambda_dist": v.weight,
+        "lambda_prior": v.weight,
+        "lambda_mmd": v.weight,
+        "lambda_anchor": v.weight,
+        "prior_penalty": v.choice("l1", "l2", "relative_l1"),
+        "prior_penalty_peaks": v.optional(v.positive_int()),
+        "rna_transform": v.choice("log_normalize", "none"),
+        "atac_transform": v.choice("binary", "none"),
+        "anchors": _anchors_check,
+        "init_from_prior": v.boolean,
+        "max_epochs": v.optional(v.positive_int()),
+        "max_steps": v.optional(v.positive_int()),
+        "batch_size": _batch_size_check,
+        "lr": v.positive,
+        "steps_per_epoch": v.optional(v.positive_int()),
+        "ts": v.sequence_of(v.positive_int(), min_length=1),
+        "diffusion_neighbors": v.positive_int(),
+        "n_diffusion_components": v.positive_int(),
+        "diffusion_n_pcs": v.positive_int(minimum=2),
+    }
 
+    # ------------------------------------------------------------------ inputs
     @classmethod
     def _modality_fields(
         cls,
@@ -209,24 +168,145 @@ class SCDART(MultiModalModelBase):
         batch_key: str | None,
         use_rep: str | None = None,
     ) -> list:
-        """Input, batch and labels, plus the per-cell diffusion coordinates."""
+        """Counts (X or a layer), batch and labels; scDART needs counts, not an embedding."""
         if use_rep is not None:
             raise ValueError(
                 "scDART reads the RNA counts and the ATAC peaks themselves; pass `layer`, not "
                 f"`use_rep` ({use_rep!r})."
             )
-        return [
-            *super()._modality_fields(modality, layer, labels_key, batch_key, None),
-            ObsmField(DIFFUSION_KEY, DIFFUSION_OBSM),
-        ]
+        return super()._modality_fields(modality, layer, labels_key, batch_key, None)
 
+    @classmethod
+    def _check_inputs(
+        cls,
+        data: MuData,
+        *,
+        settings: Mapping[str, Any],
+        modalities: Sequence[str] = ("rna", "atac"),
+        prior: PriorLike | None = None,
+        annotation: pd.DataFrame | str | os.PathLike | None = None,
+        prior_kwargs: dict | None = None,
+        layer: str | dict[str, str | None] | None = None,
+    ) -> None:
+        """Every check of the data, the data arguments and the data-dependent settings."""
+        v.check_mudata(data, argname="data")
+        rna, atac = _two_modalities(modalities)
+        layers = v.check_per_modality(layer, [rna, atac], argname="layer")
+        adatas = {
+            rna: v.check_modality(data, rna, argname="modalities[0]"),
+            atac: v.check_modality(data, atac, argname="modalities[1]"),
+        }
+        for name, adata in adatas.items():
+            v.check_unique_names(adata, where=f"Modality {name!r}")
+            X = v.get_matrix(adata, layers[name], argname="layer")
+            v.check_counts(X, argname=f"data.mod[{name!r}] (layer={layers[name]!r})")
+            if adata.n_obs < MIN_CELLS:
+                raise ValueError(
+                    f"Modality {name!r} has {adata.n_obs} cells; scDART's diffusion geometry "
+                    f"needs at least {MIN_CELLS}."
+                )
+        check_prior_choice(prior, annotation, prior_kwargs)
+        if prior is not None:  # cheap to resolve; an annotation is resolved when fitting
+            resolve_prior(prior, None, adatas[rna], adatas[atac], rna_name=rna, atac_name=atac)
+        _anchor_masks(settings.get("anchors"), adatas)
+        _check_batch_sizes(settings.get("batch_size"), adatas)
+
+    @classmethod
+    def _fit_inputs(
+        cls,
+        data: MuData,
+        *,
+        seed: int,
+        modalities: Sequence[str] = ("rna", "atac"),
+        prior: PriorLike | None = None,
+        annotation: pd.DataFrame | str | os.PathLike | None = None,
+        prior_kwargs: dict | None = None,
+        layer: str | dict[str, str | None] | None = None,
+    ) -> dict:
+        """The genes × peaks prior (the model reads the counts as they are).
+
+        Parameters
+        ----------
+        data
+            MuData with an RNA modality (counts) and an ATAC modality (peaks); the cells need
+            not match.
+        modalities
+            The RNA and the ATAC modality, in this order.
+        prior
+            Peak–gene prior: a ``.varm`` key (genes × peaks in the RNA modality, e.g. from
+            :func:`scx.pp.peak_gene_prior`, or peaks × genes in the ATAC modality), a
+            DataFrame with gene and peak names on its axes (either orientation), or a genes ×
+            peaks / peaks × genes matrix. Non-zero entries are links.
+        annotation
+            Gene table or GTF instead of ``prior``: the prior is built with
+            :func:`scx.pp.peak_gene_prior` (gene body + 2 kb upstream, as the reference).
+        prior_kwargs
+            Region settings of :func:`scx.pp.peak_gene_prior` (with ``annotation``).
+        layer
+            Layer with counts, once for both or ``{modality: layer}``; ``None`` uses ``.X``.
+        """
+        rna, atac = _two_modalities(modalities)
+        layers = v.check_per_modality(layer, [rna, atac], argname="layer")
+        matrix = resolve_prior(
+            prior,
+            annotation,
+            data.mod[rna],
+            data.mod[atac],
+            rna_name=rna,
+            atac_name=atac,
+            prior_kwargs=prior_kwargs,
+        )
+        return {
+            "args": {
+                "modalities": [rna, atac],
+                "prior": describe_prior(prior),
+                "annotation": _describe_annotation(annotation),
+                "prior_kwargs": dict(prior_kwargs or {}),
+                "layer": layers,
+            },
+            "transforms": {},
+            "init": {"prior": matrix},
+            "n_genes": int(data.mod[rna].n_vars),
+            "n_peaks": int(data.mod[atac].n_vars),
+            "n_prior_links": int(matrix.nnz),
+            "n_linked_genes": int((np.diff(matrix.indptr) > 0).sum()),
+        }
+
+    @classmethod
+    def _build_view(cls, data: MuData, state: Mapping) -> MuData:
+        """The two modalities' counts, shared with the user's data, and their names only."""
+        rna, atac = state["args"]["modalities"]
+        layers = state["args"]["layer"]
+        v.check_mudata(data, argname="adata")
+        views = {}
+        for m, n_vars in ((rna, state["n_genes"]), (atac, state["n_peaks"])):
+            adata = v.check_modality(data, m, argname="modalities")
+            if adata.n_vars != n_vars:
+                raise ValueError(
+                    f"Modality {m!r} has {adata.n_vars} features; the model was trained on "
+                    f"{n_vars}. Pass the data the model was trained on."
+                )
+            X = v.get_matrix(adata, layers[m])
+            obs = pd.DataFrame(index=adata.obs_names.copy())
+            var = pd.DataFrame(index=adata.var_names.copy())
+            # the matrix keeps its layer name, so new cells are read from the same layer
+            views[m] = (
+                AnnData(X=X, obs=obs, var=var)
+                if layers[m] is None
+                else AnnData(obs=obs, var=var, layers={layers[m]: X})
+            )
+        return MuData(views)
+
+    @classmethod
+    def _register_view(cls, view: MuData, state: Mapping) -> None:
+        rna, atac = state["args"]["modalities"]
+        cls.setup_mudata(view, modalities=[rna, atac], layer=state["args"]["layer"])
+
+    # ------------------------------------------------------------------ construction
     def __init__(
         self,
         mdata: MuData,
         prior,
-        *,
-        rna: str | None = None,
-        atac: str | None = None,
         n_latent: int = 8,
         n_hidden_gene_activity: Sequence[int] = (1024, 512),
         n_hidden_encoder: Sequence[int] = (512, 128),
@@ -234,95 +314,56 @@ class SCDART(MultiModalModelBase):
         lambda_prior: float = 1.0,
         lambda_mmd: float = 1.0,
         lambda_anchor: float = 1.0,
-        prior_penalty: str = "l1",
+        prior_penalty: Literal["l1", "l2", "relative_l1"] = "l1",
         prior_penalty_peaks: int | None = 2048,
-        rna_transform: str = "log_normalize",
-        atac_transform: str = "binary",
-        n_diffusion_blocks: int = 3,
-        anchors: dict[str, Sequence[str]] | None = None,
+        rna_transform: Literal["log_normalize", "none"] = "log_normalize",
+        atac_transform: Literal["binary", "none"] = "binary",
+        anchors: Mapping[str, Sequence[str]] | None = None,
         init_from_prior: bool = True,
+        seed: int = 0,
     ):
         super().__init__(mdata)
-        names = self.modalities
-        if len(names) != 2:
-            raise ValueError(f"scDART needs exactly two modalities (RNA, ATAC), got {names}.")
-        rna = names[0] if rna is None else rna
-        atac = names[1] if atac is None else atac
-        if {rna, atac} != set(names):
+        self.check_settings(**{k: val for k, val in locals().items() if k != "self"})
+        if len(self.modalities) != 2:
             raise ValueError(
-                f"`rna={rna!r}` and `atac={atac!r}` must be the two registered modalities {names}."
+                f"scDART needs exactly two modalities (RNA, then ATAC), got {self.modalities}."
             )
-        self.rna, self.atac = rna, atac
-        v.check_positive_int(n_latent, argname="n_latent")
-        if prior_penalty not in ("l1", "l2", "relative_l1"):
-            raise ValueError(
-                f"`prior_penalty` must be 'l1', 'l2' or 'relative_l1', got {prior_penalty!r}."
-            )
-        if rna_transform not in ("log_normalize", "none"):
-            raise ValueError(
-                f"`rna_transform` must be 'log_normalize' or 'none', got {rna_transform!r}."
-            )
-        if atac_transform not in ("binary", "none"):
-            raise ValueError(
-                f"`atac_transform` must be 'binary' or 'none', got {atac_transform!r}."
-            )
-        if prior_penalty_peaks is not None:
-            v.check_positive_int(prior_penalty_peaks, argname="prior_penalty_peaks")
-        n_genes = self.modality_adata(rna).n_vars
-        n_peaks = self.modality_adata(atac).n_vars
+        self.rna, self.atac = self.modalities
+        n_genes = self.modality_adata(self.rna).n_vars
+        n_peaks = self.modality_adata(self.atac).n_vars
         rows, cols = prior_links(prior, n_genes, n_peaks)
-        self.anchors_ = self._anchor_masks(anchors)
-        self.module = self._module_cls(
-            n_genes,
-            n_peaks,
-            torch.from_numpy(rows),
-            torch.from_numpy(cols),
-            n_latent=n_latent,
-            n_hidden_gene_activity=list(n_hidden_gene_activity),
-            n_hidden_encoder=list(n_hidden_encoder),
-            lambda_dist=lambda_dist,
-            lambda_prior=lambda_prior,
-            lambda_mmd=lambda_mmd,
-            lambda_anchor=lambda_anchor,
-            prior_penalty=prior_penalty,
-            prior_penalty_peaks=prior_penalty_peaks,
-            rna_transform=rna_transform,
-            atac_transform=atac_transform,
-            n_diffusion_blocks=n_diffusion_blocks,
-            init_from_prior=init_from_prior,
-        )
+        adatas = {m: self.modality_adata(m) for m in self.modalities}
+        self.anchors_ = _anchor_masks(anchors, adatas)
+        # stored (and recorded) as plain lists of names
+        anchors = None if anchors is None else {m: _names(anchors[m]) for m in self.modalities}
+        self.seed = seed
+        with self._seeded(seed):
+            self.module = self._module_cls(
+                n_genes,
+                n_peaks,
+                torch.from_numpy(rows),
+                torch.from_numpy(cols),
+                modalities=self.modalities,
+                n_latent=n_latent,
+                n_hidden_gene_activity=list(n_hidden_gene_activity),
+                n_hidden_encoder=list(n_hidden_encoder),
+                lambda_dist=lambda_dist,
+                lambda_prior=lambda_prior,
+                lambda_mmd=lambda_mmd,
+                lambda_anchor=lambda_anchor,
+                prior_penalty=prior_penalty,
+                prior_penalty_peaks=prior_penalty_peaks,
+                rna_transform=rna_transform,
+                atac_transform=atac_transform,
+                init_from_prior=init_from_prior,
+            )
+        self._diffusion_cache: tuple | None = None
         self._model_summary_string = (
-            f"scDART: RNA {rna!r} ({n_genes} genes), ATAC {atac!r} ({n_peaks} peaks, "
-            f"{rows.size} prior links), n_latent {n_latent}"
+            f"scDART: RNA {self.rna!r} ({n_genes} genes), ATAC {self.atac!r} ({n_peaks} peaks, "
+            f"{rows.size} prior links), n_latent {n_latent}, prior penalty {prior_penalty}"
+            f"{', anchors' if anchors is not None else ''}"
         )
         self.init_params_ = self._get_init_params(locals())
-
-    def _anchor_masks(self, anchors) -> dict[str, np.ndarray] | None:
-        if anchors is None:
-            return None
-        if not isinstance(anchors, dict) or set(anchors) != {self.rna, self.atac}:
-            raise ValueError(
-                f"`anchors` must be a dict with cell names for both modalities "
-                f"{[self.rna, self.atac]}, got {type(anchors).__name__}"
-                f"{'' if not isinstance(anchors, dict) else ' with keys ' + str(list(anchors))}."
-            )
-        masks = {}
-        for m in (self.rna, self.atac):
-            names = self.modality_adata(m).obs_names
-            cells = pd.Index(np.asarray(list(anchors[m]), dtype=str))
-            missing = cells.difference(names)
-            if len(missing):
-                raise ValueError(
-                    f"`anchors[{m!r}]` names {len(missing)} cells that are not in modality {m!r} "
-                    f"(e.g. {list(missing[:3])})."
-                )
-            if len(cells) < 2:
-                raise ValueError(
-                    f"`anchors[{m!r}]` has {len(cells)} cell; the anchor loss needs at least 2 "
-                    "anchor cells per modality."
-                )
-            masks[m] = np.asarray(names.isin(cells))
-        return masks
 
     # ------------------------------------------------------------------ training
     def default_batch_size(self) -> int:
@@ -333,74 +374,156 @@ class SCDART(MultiModalModelBase):
     def train(
         self,
         max_epochs: int | None = None,
+        max_steps: int | None = None,
         *,
         batch_size: int | dict[str, int] | None = None,
         lr: float = 3e-4,
         steps_per_epoch: int | None = None,
+        ts: Sequence[int] = (30, 50, 70),
+        diffusion_neighbors: int = 5,
+        n_diffusion_components: int = 30,
+        diffusion_n_pcs: int = 30,
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
-        datamodule_kwargs: dict | None = None,
+        seed: int | None = None,
         **trainer_kwargs,
     ) -> None:
-        """Train the gene-activity network and the encoder jointly.
+        """Compute each modality's diffusion geometry, then train both networks jointly.
 
         Parameters
         ----------
         max_epochs
-            Epochs; by default as many as give the reference's ~2,000 optimisation steps
-            (500 epochs of four mini-batches of a quarter of the cells).
+            Epochs (an epoch covers the larger modality once).
+        max_steps
+            Optimisation steps instead of ``max_epochs`` (rounded up to whole epochs). With
+            neither, the reference's ~2,000 steps (500 epochs of four mini-batches of a quarter
+            of the cells).
         batch_size
             Cells per modality per step (an int or ``{modality: int}``), honoured as given;
-            default: :meth:`default_batch_size`. Every step draws a full batch of both
-            modalities; the smaller modality cycles.
+            default: a quarter of the smaller modality, at most 1,024. Every step draws a full
+            batch of both modalities; the smaller modality cycles.
         lr
             Adam learning rate (3e-4).
         steps_per_epoch
             Steps per epoch; by default the larger modality is covered once per epoch.
+        ts
+            Diffusion times of the diffusion geometry (30, 50, 70).
+        diffusion_neighbors
+            Neighbours of the diffusion graphs (5, as the reference's graphtools call).
+        n_diffusion_components
+            Diffusion-map components per diffusion time (30).
+        diffusion_n_pcs
+            Components of the embeddings the diffusion graphs are built on (30): the PCA of
+            the log-normalised RNA and the LSI of the ATAC peaks (one more component, the
+            first, depth-driven one, dropped).
         accelerator, devices
             Lightning accelerator and devices.
-        datamodule_kwargs
-            Extra arguments of :class:`~scx.data.MultiModalDataModule`.
+        seed
+            Seed of the diffusion step, sampling and the prior-penalty peaks; defaults to the
+            model's ``seed``.
         **trainer_kwargs
-            Passed to :class:`scvi.train.Trainer`.
+            Lightning/scvi-tools trainer options (``strategy``, ``precision``, …).
         """
-        if batch_size is None:
-            batch_size = self.default_batch_size()
-        sizes = batch_size.values() if isinstance(batch_size, dict) else [batch_size]
-        for size in sizes:
-            v.check_positive_int(size, argname="batch_size", minimum=2)
-        if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
-            raise ValueError(f"`lr` must be a positive number, got {lr!r}.")
-        datamodule = _SparseBatchDataModule(
-            self.sources,
-            batch_size=batch_size,
+        settings = {k: val for k, val in locals().items() if k not in ("self", "trainer_kwargs")}
+        self.check_settings(**settings)
+        seed = self.seed if seed is None else seed
+        batch_size = self.default_batch_size() if batch_size is None else batch_size
+        _check_batch_sizes(batch_size, {m: self.modality_adata(m) for m in self.modalities})
+        diffusion = self._diffusion_geometry(
+            list(ts), diffusion_neighbors, n_diffusion_components, diffusion_n_pcs, seed
+        )
+        sources = {}
+        for m, source in self.sources.items():
+            extras = {DIFFUSION_KEY: diffusion[m]}
+            if self.anchors_ is not None:
+                extras[ANCHOR_KEY] = self.anchors_[m]
+            sources[m] = ModalitySource(source.manager, source.indices, extras=extras)
+        datamodule = self._make_datamodule(
+            batch_size,
+            seed=seed,
+            sources=sources,
+            datamodule_cls=_SparseBatchDataModule,
             steps_per_epoch=steps_per_epoch,
-            seed=self._seed(),
             load_sparse_tensor=True,
-            **(datamodule_kwargs or {}),
         )
-        if max_epochs is None:
-            max_epochs = max(1, -(-REFERENCE_STEPS // datamodule.n_batches()))
-        v.check_positive_int(max_epochs, argname="max_epochs")
-        plan = self._training_plan_cls(
-            self.module, rna=self.rna, atac=self.atac, anchors=self.anchors_, lr=lr
-        )
-        history = self.history_ if self.is_trained_ else None
-        self._run_training(
-            plan,
-            datamodule,
-            max_epochs,
-            accelerator=accelerator,
-            devices=devices,
-            **trainer_kwargs,
-        )
-        self.history_ = self._concat_history(history, self.history_)
+        plan = self._training_plan_cls(self.module, lr=lr)
+        previous = self.history_ if self.is_trained_ else None
+        self.is_trained_ = False
+        with warnings.catch_warnings():
+            # scvi builds the sparse mini-batches on purpose; torch's notes about them are noise
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly")
+            epochs, steps = self._fit(
+                plan,
+                datamodule,
+                max_epochs=max_epochs,
+                max_steps=max_steps,
+                default=("steps", REFERENCE_STEPS),
+                seed=seed,
+                accelerator=accelerator,
+                devices=devices,
+                trainer_kwargs=trainer_kwargs,
+            )
+        self.history_ = self._concat_history(previous, self.history_)
         self.is_trained_ = True
-        self.recalibrate_batch_norm(datamodule.batch_size)
-        self.module.eval()
+        self.recalibrate_batch_norm(datamodule.batch_size, seed=seed)
+        self._record_train(
+            max_epochs=epochs,
+            max_steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            steps_per_epoch=datamodule.n_batches(),
+            ts=list(ts),
+            diffusion_neighbors=diffusion_neighbors,
+            n_diffusion_components=n_diffusion_components,
+            diffusion_n_pcs=diffusion_n_pcs,
+            seed=seed,
+        )
+
+    def _diffusion_geometry(
+        self, ts: list[int], n_neighbors: int, n_components: int, n_pcs: int, seed: int
+    ) -> dict[str, np.ndarray]:
+        """Per-row diffusion-map coordinates (rows × times × components) of each modality.
+
+        Training data, not an input: computed from the registered counts (RNA: PCA of the
+        counts log-normalised to 100; ATAC: LSI of the binarised peaks, components weighted by
+        their singular values, without the first), cached for repeated ``train`` calls with
+        the same settings.
+        """
+        key = (tuple(ts), n_neighbors, n_components, n_pcs, seed)
+        if self._diffusion_cache is not None and self._diffusion_cache[0] == key:
+            return self._diffusion_cache[1]
+        rna_embedding, atac_embedding = diffusion_embeddings(
+            self._input_matrix(self.rna, None),
+            self.var_names_of(self.rna),
+            self._input_matrix(self.atac, None),
+            self.var_names_of(self.atac),
+            n_pcs=n_pcs,
+            log_normalize=self.module.rna_transform == "log_normalize",
+            binarize=self.module.atac_transform == "binary",
+            seed=seed,
+        )
+        embeddings = {self.rna: rna_embedding, self.atac: atac_embedding}
+        out = {}
+        for m, embedding in embeddings.items():
+            coords = diffusion_coordinates(
+                embedding,
+                n_neighbors=n_neighbors,
+                ts=ts,
+                n_components=n_components,
+                seed=seed,
+            )
+            source = self.sources[m]
+            per_row = np.zeros((source.manager.adata.n_obs, len(ts), n_components), np.float32)
+            per_row[source.indices] = coords.reshape(coords.shape[0], len(ts), n_components)
+            out[m] = per_row
+        self._diffusion_cache = (key, out)
+        return out
 
     @torch.no_grad()
-    def recalibrate_batch_norm(self, batch_size: int | dict[str, int] = 1024) -> None:
+    def recalibrate_batch_norm(
+        self, batch_size: int | dict[str, int] = 1024, *, seed: int | None = None
+    ) -> None:
         """Set every BatchNorm's running statistics to the population mean over mini-batches.
 
         The reference never leaves training mode, so its latents depend on which cells are
@@ -411,7 +534,7 @@ class SCDART(MultiModalModelBase):
         """
         sizes = (
             batch_size
-            if isinstance(batch_size, dict)
+            if isinstance(batch_size, Mapping)
             else dict.fromkeys(self.modalities, batch_size)
         )
         norms = [
@@ -425,92 +548,64 @@ class SCDART(MultiModalModelBase):
             m.reset_running_stats()
         self.module.train()
         device = self.module.device
-        rng = np.random.default_rng(self._seed())
+        rng = np.random.default_rng(self.seed if seed is None else seed)
         try:
-            for modality in self.modalities:
+            for k, modality in enumerate(self.modalities):
                 X = self._input_matrix(modality, None)
                 n = X.shape[0]
                 size = min(int(sizes[modality]), n)
                 order = rng.permutation(n)
-                encode = self.module.encode_rna if modality == self.rna else self.module.encode_atac
                 # full batches only, so every batch has the statistics of a training batch
                 for start in range(0, max(n - size, 0) + 1, size):
                     rows = np.sort(order[start : start + size])
-                    encode(_to_torch(X[rows], device))
+                    self.module.embed(to_tensor(X[rows], device, keep_sparse=True), k)
         finally:
             for m, momentum in zip(norms, saved):
                 m.momentum = momentum
             self.module.eval()
 
-    @staticmethod
-    def _seed() -> int:
-        from scvi import settings
-
-        return settings.seed if settings.seed is not None else 0
-
     # ------------------------------------------------------------------ inference
-    @torch.inference_mode()
-    def _apply(self, modality: str, adata: AnnData | None, fn, batch_size: int) -> np.ndarray:
-        self.module.eval()
-        X = self._input_matrix(modality, adata)
-        device = self.module.device
-        out = []
-        for start in range(0, X.shape[0], batch_size):
-            out.append(fn(_to_torch(X[start : start + batch_size], device)).cpu())
-        return torch.cat(out).numpy()
-
-    def get_latent_representation(
-        self,
-        adata: AnnData | None = None,
-        modality: str | None = None,
-        *,
-        batch_size: int = 4096,
-    ) -> np.ndarray | dict[str, np.ndarray]:
-        """Raw joint latent (before post-alignment) of cells.
-
-        BatchNorm uses its running statistics, so a cell's latent does not depend on which
-        cells are embedded with it (the reference keeps BatchNorm in training mode).
-
-        Parameters
-        ----------
-        adata
-            New cells of ``modality`` over the registered features; ``None`` for the
-            registered cells.
-        modality
-            ``None`` (all registered cells, as ``{modality: latent}``), or one modality.
-        batch_size
-            Cells per forward pass.
-        """
-        self._check_if_trained(warn=True)
-        if modality is None:
-            return self._for_each_modality(self.get_latent_representation, adata)
-        if modality not in self.modalities:
-            raise ValueError(f"`modality={modality!r}` is not one of {self.modalities}.")
-        fn = self.module.encode_rna if modality == self.rna else self.module.encode_atac
-        return self._apply(modality, adata, fn, batch_size)
+    def _embed(self, X, modality: str, batch_size: int) -> np.ndarray:
+        k = self.modalities.index(modality)
+        return self._apply_in_chunks(
+            X,
+            lambda x: self.module.embed(x, k),
+            self.module.n_latent,
+            batch_size=batch_size,
+            sparse_input=True,
+        )
 
     def get_aligned_latent(self, n_neighbors: int = 10) -> dict[str, np.ndarray]:
         """Latent after the reference's kNN post-alignment (see :func:`scx.scdart.post_align`)."""
         v.check_positive_int(n_neighbors, argname="n_neighbors")
         z = self.get_latent_representation()
-        z_rna, z_atac = post_align(z[self.rna], z[self.atac], n_neighbors, seed=self._seed())
+        z_rna, z_atac = post_align(z[self.rna], z[self.atac], n_neighbors, seed=self.seed)
         return {self.rna: z_rna, self.atac: z_atac}
 
     def get_gene_activity(
         self, adata: AnnData | None = None, *, batch_size: int = 4096
-    ) -> pd.DataFrame | np.ndarray:
+    ) -> pd.DataFrame:
         """Predicted RNA (gene-activity network output) of ATAC cells.
 
-        Returns a cells × genes DataFrame (registered ATAC cells, or the cells of ``adata``)
-        on the scale of the transformed RNA input (log-normalised to 100 by default).
+        Returns a cells × genes DataFrame (registered ATAC cells, or the cells of ``adata``
+        over the registered peaks) on the scale of the transformed RNA input (log-normalised
+        to 100 by default).
         """
         self._check_if_trained(warn=True)
-        values = self._apply(self.atac, adata, self.module.gene_activity_of, batch_size)
-        cells = (self.modality_adata(self.atac) if adata is None else adata).obs_names
+        X = self._input_matrix(self.atac, adata)
+        values = self._apply_in_chunks(
+            X,
+            self.module.gene_activity_of,
+            self.module.n_genes,
+            batch_size=batch_size,
+            sparse_input=True,
+        )
+        cells = self.obs_names_of(self.atac) if adata is None else adata.obs_names
         return pd.DataFrame(values, index=cells, columns=self.var_names_of(self.rna))
 
-    @torch.inference_mode()
-    def get_peak_gene_weights(self, *, linked_only: bool = True, chunk_peaks: int = 4096):
+    def get_peak_gene_weights(
+        self, *, linked_only: bool = True, chunk_peaks: int = 4096
+    ) -> sparse.csr_matrix | np.ndarray:
         """The learned end-to-end linear peak → gene weights (product of the Linear layers).
 
         Parameters
@@ -525,18 +620,106 @@ class SCDART(MultiModalModelBase):
         -------
         Matrix with rows in the RNA gene order and columns in the ATAC peak order.
         """
-        rows, cols = self.module.prior_rows.cpu().numpy(), self.module.prior_cols.cpu().numpy()
+        v.boolean(linked_only, "linked_only")
+        v.check_positive_int(chunk_peaks, argname="chunk_peaks")
         n_genes, n_peaks = self.module.n_genes, self.module.n_peaks
-        dense = None if linked_only else np.empty((n_genes, n_peaks), dtype=np.float32)
+
+        def columns(peaks: torch.Tensor) -> torch.Tensor:
+            # the chunk's rows are peak positions: peaks × genes block of the weight
+            return self.module.end_to_end_weight(peaks.view(-1).long()).T
+
+        def block(start: int, stop: int) -> np.ndarray:
+            positions = np.arange(start, stop, dtype=np.float32)[:, None]
+            return self._apply_in_chunks(positions, columns, n_genes, batch_size=chunk_peaks)
+
+        if not linked_only:
+            return np.ascontiguousarray(block(0, n_peaks).T)
+        rows = self.module.prior_rows.cpu().numpy()
+        cols = self.module.prior_cols.cpu().numpy()
         linked = np.empty(rows.size, dtype=np.float32)
-        device = self.module.device
         for start in range(0, n_peaks, chunk_peaks):
-            peaks = torch.arange(start, min(start + chunk_peaks, n_peaks), device=device)
-            w = self.module.end_to_end_weight(peaks).cpu().numpy()
-            if dense is not None:
-                dense[:, start : start + w.shape[1]] = w
-            hit = (cols >= start) & (cols < start + w.shape[1])
-            linked[hit] = w[rows[hit], cols[hit] - start]
-        if dense is not None:
-            return dense
+            stop = min(start + chunk_peaks, n_peaks)
+            hit = (cols >= start) & (cols < stop)
+            if hit.any():
+                linked[hit] = block(start, stop)[cols[hit] - start, rows[hit]]
         return sparse.csr_matrix((linked, (rows, cols)), shape=(n_genes, n_peaks))
+
+
+# ---------------------------------------------------------------------------- helpers
+def _two_modalities(modalities: Any) -> tuple[str, str]:
+    if (
+        isinstance(modalities, str)
+        or not isinstance(modalities, Sequence)
+        or len(modalities) != 2
+        or not all(isinstance(m, str) for m in modalities)
+    ):
+        raise ValueError(
+            f"`modalities` must name the RNA and the ATAC modality, e.g. ('rna', 'atac'); got "
+            f"{modalities!r}."
+        )
+    if modalities[0] == modalities[1]:
+        raise ValueError(
+            f"`modalities` must be two different modalities, got {modalities[0]!r} twice."
+        )
+    return modalities[0], modalities[1]
+
+
+def _names(cells) -> list[str]:
+    return [str(c) for c in np.asarray(list(cells), dtype=object)]
+
+
+def _anchor_masks(anchors, adatas: Mapping[str, AnnData]) -> dict[str, np.ndarray] | None:
+    """Row masks of the anchor cells of each modality; errors name what is wrong."""
+    if anchors is None:
+        return None
+    _anchors_check(anchors, "anchors")
+    if set(anchors) != set(adatas):
+        raise ValueError(
+            f"`anchors` must be a dict with cell names for both modalities {list(adatas)}, got "
+            f"keys {list(anchors)}."
+        )
+    masks = {}
+    for m, adata in adatas.items():
+        cells = pd.Index(_names(anchors[m]))
+        missing = cells.difference(adata.obs_names)
+        if len(missing):
+            raise ValueError(
+                f"`anchors[{m!r}]` names {len(missing)} cells that are not in modality {m!r} "
+                f"(e.g. {list(missing[:3])}); pass names of its cells."
+            )
+        if cells.nunique() < 2:
+            raise ValueError(
+                f"`anchors[{m!r}]` holds {cells.nunique()} cell; the anchor loss needs at least "
+                "2 anchor cells per modality."
+            )
+        masks[m] = np.asarray(adata.obs_names.isin(cells))
+    return masks
+
+
+def _check_batch_sizes(batch_size, adatas: Mapping[str, AnnData]) -> None:
+    """Every modality has at least ``batch_size`` cells (``None``: the default always fits)."""
+    if batch_size is None:
+        return
+    _batch_size_check(batch_size, "batch_size")
+    if isinstance(batch_size, Mapping):
+        sizes = v.check_per_modality(batch_size, list(adatas), argname="batch_size")
+        missing = [m for m, size in sizes.items() if size is None]
+        if missing:
+            raise ValueError(
+                f"`batch_size` has no entry for modalities {missing}; pass an int or a dict "
+                "with both modalities."
+            )
+    else:
+        sizes = dict.fromkeys(adatas, batch_size)
+    for m, adata in adatas.items():
+        if adata.n_obs < sizes[m]:
+            raise ValueError(
+                f"Modality {m!r} has {adata.n_obs} cells, fewer than `batch_size={sizes[m]}`; "
+                f"pass `batch_size` ≤ {adata.n_obs}."
+            )
+
+
+def _describe_annotation(annotation: Any) -> str | None:
+    if annotation is None:
+        return None
+    return "DataFrame" if isinstance(annotation, pd.DataFrame) else os.fspath(annotation)

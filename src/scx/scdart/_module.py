@@ -10,6 +10,12 @@ matrices of a mini-batch), pulls the two latent distributions together with a mu
 Gaussian MMD, and penalises the end-to-end linear peak → gene weight of the gene-activity
 network wherever the prior has no link. An optional anchor loss pulls the mean latent positions
 of user-given anchor cells of both modalities together.
+
+The module follows scx's training contract (:mod:`scx.train`): ``forward_step`` embeds one RNA
+and one ATAC mini-batch, ``training_loss`` returns the weighted sum of the terms, and
+``embed(x, modality)`` embeds cells of modality number ``modality`` (0: RNA, 1: ATAC). The
+per-cell diffusion coordinates and anchor flags arrive in the batch (keys
+:data:`DIFFUSION_KEY`, :data:`ANCHOR_KEY`).
 """
 
 from __future__ import annotations
@@ -28,8 +34,10 @@ from scx.nn import MLP
 MMD_BANDWIDTHS: tuple[float, ...] = (
     1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1, 5, 10, 15, 20, 25, 30, 35, 100, 1e3, 1e4, 1e5, 1e6,
 )  # fmt: skip
-#: Registry key of the per-cell diffusion-map coordinates.
+#: Batch key of the per-cell diffusion-map coordinates (cells × diffusion times × components).
 DIFFUSION_KEY = "diffusion"
+#: Batch key of the per-cell anchor flags (present only when the model has anchors).
+ANCHOR_KEY = "anchor"
 #: The reference's BatchNorm settings.
 BATCH_NORM_KWARGS = {"momentum": 0.01, "eps": 1e-3}
 
@@ -40,24 +48,25 @@ def squared_distances(z: torch.Tensor) -> torch.Tensor:
     return (sq[:, None] + sq[None, :] - 2.0 * z @ z.T).clamp_min(0.0)
 
 
-def diffusion_kl(z: torch.Tensor, diffusion: torch.Tensor, n_blocks: int = 1) -> torch.Tensor:
+def diffusion_kl(z: torch.Tensor, diffusion: torch.Tensor) -> torch.Tensor:
     """KL(latent ‖ diffusion) between the batch's normalised distance matrices.
 
-    ``diffusion`` holds the batch cells' diffusion-map coordinates, one block per diffusion time,
-    each block already divided by the Frobenius norm of its full distance matrix; the diffusion
-    distance of a pair is the sum over blocks of the Euclidean distances. The latent distance is
-    the squared Euclidean distance, as in the reference.
+    ``diffusion`` holds the batch cells' diffusion-map coordinates, ``(cells, times,
+    components)`` (or ``(cells, components)`` for one diffusion time), each time's block already
+    divided by the Frobenius norm of its full distance matrix; the diffusion distance of a pair
+    is the sum over times of the Euclidean distances. The latent distance is the squared
+    Euclidean distance, as in the reference.
     """
     latent = squared_distances(z)
-    target = diffusion_distances(diffusion, n_blocks)
+    target = diffusion_distances(diffusion)
     q = latent / latent.sum().clamp_min(1e-12) + 1e-12
     p = target / target.sum().clamp_min(1e-12) + 1e-12
     return (q * (q.log() - p.log())).sum()
 
 
-def diffusion_distances(diffusion: torch.Tensor, n_blocks: int = 1) -> torch.Tensor:
-    """Sum over diffusion times of the Euclidean distances between rows of each block."""
-    blocks = diffusion.chunk(n_blocks, dim=1) if n_blocks > 1 else [diffusion]
+def diffusion_distances(diffusion: torch.Tensor) -> torch.Tensor:
+    """Sum over diffusion times of the Euclidean distances between cells' coordinate blocks."""
+    blocks = diffusion.unbind(dim=1) if diffusion.dim() == 3 else [diffusion]
     out = None
     for block in blocks:
         d = squared_distances(block).sqrt()
@@ -184,6 +193,8 @@ class SCDARTModule(BaseModuleClass):
         Widths of the RNA input and of the ATAC input.
     prior_rows, prior_cols
         Gene (row) and peak (column) index of every link of the binarised prior (genes × peaks).
+    modalities
+        Names of the RNA and the ATAC modality (the keys of a training batch), in this order.
     n_latent
         Latent dimensions (8, the reference class default).
     n_hidden_gene_activity
@@ -210,9 +221,6 @@ class SCDARTModule(BaseModuleClass):
         ``"none"``, applied to every RNA mini-batch.
     atac_transform
         ``"binary"`` (accessible or not, the reference's preprocessing) or ``"none"``.
-    n_diffusion_blocks
-        Number of diffusion times whose coordinate blocks are concatenated in the
-        ``diffusion`` tensors.
     mmd_bandwidths
         Gaussian-kernel bandwidths (variances) of the MMD.
     init_from_prior
@@ -228,6 +236,7 @@ class SCDARTModule(BaseModuleClass):
         prior_rows: torch.Tensor,
         prior_cols: torch.Tensor,
         *,
+        modalities: Sequence[str] = ("rna", "atac"),
         n_latent: int = 8,
         n_hidden_gene_activity: Sequence[int] = (1024, 512),
         n_hidden_encoder: Sequence[int] = (512, 128),
@@ -239,12 +248,12 @@ class SCDARTModule(BaseModuleClass):
         prior_penalty_peaks: int | None = 2048,
         rna_transform: str = "log_normalize",
         atac_transform: str = "binary",
-        n_diffusion_blocks: int = 3,
         mmd_bandwidths: Sequence[float] = MMD_BANDWIDTHS,
         init_from_prior: bool = True,
     ):
         super().__init__()
         self.n_genes, self.n_peaks, self.n_latent = int(n_genes), int(n_peaks), int(n_latent)
+        self.modalities = list(modalities)
         self.gene_activity = MLP(
             n_peaks,
             n_genes,
@@ -266,7 +275,6 @@ class SCDARTModule(BaseModuleClass):
         self.prior_penalty_peaks = prior_penalty_peaks
         self.rna_transform = rna_transform
         self.atac_transform = atac_transform
-        self.n_diffusion_blocks = int(n_diffusion_blocks)
         self.mmd_bandwidths = tuple(float(s) for s in mmd_bandwidths)
         if init_from_prior:
             self._init_from_prior()
@@ -389,23 +397,36 @@ class SCDARTModule(BaseModuleClass):
         return torch.randperm(self.n_peaks, device=device)[:k]
 
     # ------------------------------------------------------------------ training
-    def training_loss(
-        self,
-        batch: dict[str, dict[str, torch.Tensor]],
-        rna: str,
-        atac: str,
-        anchors: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> LossOutput:
-        """All scDART terms on one RNA and one ATAC mini-batch.
+    def embed(self, x: torch.Tensor, modality: int) -> torch.Tensor:
+        """Latent of a batch of cells of modality number ``modality`` (0: RNA, 1: ATAC)."""
+        return self.encode_rna(x) if modality == 0 else self.encode_atac(x)
 
-        ``anchors`` holds boolean masks of the anchor cells of the RNA and the ATAC batch; the
-        anchor term is 0 unless both batches hold at least two anchors.
+    def forward_step(self, batch: dict, step: int) -> dict:
+        """Latents of one RNA and one ATAC mini-batch, their diffusion coordinates and anchors.
+
+        Anchor flags are present only when the batch carries them (a model with anchors).
         """
-        rna_tensors, atac_tensors = batch[rna], batch[atac]
-        z_rna = self.encode_rna(rna_tensors[REGISTRY_KEYS.X_KEY])
-        z_atac = self.encode_atac(atac_tensors[REGISTRY_KEYS.X_KEY])
-        kl_rna = diffusion_kl(z_rna, rna_tensors[DIFFUSION_KEY], self.n_diffusion_blocks)
-        kl_atac = diffusion_kl(z_atac, atac_tensors[DIFFUSION_KEY], self.n_diffusion_blocks)
+        outputs = {}
+        for k, m in enumerate(self.modalities):
+            tensors = batch[m]
+            outputs[m] = {
+                "z": self.embed(tensors[REGISTRY_KEYS.X_KEY], k),
+                "diffusion": tensors[DIFFUSION_KEY],
+            }
+            if ANCHOR_KEY in tensors:
+                outputs[m]["anchor"] = tensors[ANCHOR_KEY].view(-1).bool()
+        return outputs
+
+    def training_loss(self, outputs: dict, step: int) -> tuple[torch.Tensor, dict]:
+        """All scDART terms on one RNA and one ATAC mini-batch, and the terms by name.
+
+        The anchor term (when the batches carry anchor flags) is 0 unless both batches hold at
+        least two anchors.
+        """
+        rna, atac = (outputs[m] for m in self.modalities)
+        z_rna, z_atac = rna["z"], atac["z"]
+        kl_rna = diffusion_kl(z_rna, rna["diffusion"])
+        kl_atac = diffusion_kl(z_atac, atac["diffusion"])
         prior = self.prior_loss(self._penalty_peaks(z_rna.device))
         alignment = mmd(z_atac, z_rna, self.mmd_bandwidths)
         total = (
@@ -413,46 +434,39 @@ class SCDARTModule(BaseModuleClass):
             + self.lambda_prior * prior
             + self.lambda_mmd * alignment
         )
-        metrics = {
+        terms = {
             "dist_rna": kl_rna.detach(),
             "dist_atac": kl_atac.detach(),
             "prior": prior.detach(),
             "mmd": alignment.detach(),
         }
-        if anchors is not None:
-            a_rna, a_atac = anchors
+        if "anchor" in rna and "anchor" in atac:
+            a_rna, a_atac = rna["anchor"], atac["anchor"]
             anchor = z_rna.new_zeros(())
             if int(a_rna.sum()) >= 2 and int(a_atac.sum()) >= 2:
                 anchor = torch.linalg.vector_norm(z_atac[a_atac].mean(0) - z_rna[a_rna].mean(0))
             total = total + self.lambda_anchor * anchor
-            metrics["anchor"] = anchor.detach()
-        metrics["loss"] = total.detach()
-        return LossOutput(
-            loss=total,
-            n_obs_minibatch=z_rna.shape[0] + z_atac.shape[0],
-            extra_metrics=metrics,
-        )
+            terms["anchor"] = anchor.detach()
+        return total, terms
 
     # ------------------------------------------------------------------ scvi interface
     def _get_inference_input(self, tensors: dict[str, torch.Tensor], **kwargs) -> dict:
         return {"x": tensors[REGISTRY_KEYS.X_KEY]}
 
-    def inference(self, x: torch.Tensor, modality: str = "rna") -> dict[str, torch.Tensor]:
-        """Latent of a batch of cells of one modality (``"rna"`` or ``"atac"``)."""
-        if modality == "atac":
-            return {"z": self.encode_atac(x)}
-        return {"z": self.encode_rna(x)}
+    def inference(self, x: torch.Tensor, modality: int = 0) -> dict[str, torch.Tensor]:
+        """Latent of a batch of cells of modality number ``modality`` (0: RNA, 1: ATAC)."""
+        return {"z": self.embed(x, modality)}
 
     def _get_generative_input(self, tensors, inference_outputs, **kwargs) -> dict:
-        return {"z": inference_outputs["z"]}
+        return {}
 
-    def generative(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
-        """ScDART has no decoder; the latent is returned unchanged."""
-        return {"z": z}
+    def generative(self) -> dict:
+        """ScDART has no decoder."""
+        return {}
 
     def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
         """Not used: scDART's losses need a batch of both modalities (see ``training_loss``)."""
-        raise NotImplementedError("scDART trains on pairs of batches; use `training_loss`.")
+        raise NotImplementedError("Use `forward_step` and `training_loss`.")
 
     def sample(self, *args, **kwargs):
         """Not available: scDART is not a probabilistic generative model."""

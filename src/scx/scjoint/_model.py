@@ -6,7 +6,7 @@ import logging
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -111,7 +111,7 @@ class SCJOINT(MultiModalModelBase):
     _module_cls = SCJOINTModule
     _training_plan_cls = LossTrainingPlan
     _data_init_args = ("reference",)
-    _setting_checks = {
+    _setting_checks: ClassVar[dict[str, Any]] = {
         "n_latent": v.positive_int(),
         "n_hidden": v.optional(v.sequence_of(v.positive_int())),
         "input_transform": v.choice("binary", "log1p", "none"),
@@ -173,7 +173,7 @@ class SCJOINT(MultiModalModelBase):
             )
         if annotation is None and not len(rna_adata.var_names.intersection(atac_adata.var_names)):
             raise ValueError(_no_shared_genes_message(rna, atac, rna_adata, atac_adata))
-        batch_size = settings.get("batch_size", 256)
+        batch_size = settings["batch_size"]
         for name, adata in ((rna, rna_adata), (atac, atac_adata)):
             if adata.n_obs < batch_size:
                 raise ValueError(
@@ -504,7 +504,9 @@ class SCJOINT(MultiModalModelBase):
             self._set_stage(3)
             sources = {
                 m: ModalitySource(
-                    s.manager, s.indices, extras={PSEUDO_LABEL_KEY: pseudo[m]} if m in pseudo else {}
+                    s.manager,
+                    s.indices,
+                    extras={PSEUDO_LABEL_KEY: pseudo[m]} if m in pseudo else {},
                 )
                 for m, s in self.sources.items()
             }
@@ -565,6 +567,7 @@ class SCJOINT(MultiModalModelBase):
 
     def _pseudo_labels(self, min_confidence: float, seed: int) -> dict[str, np.ndarray]:
         """Stage 2: kNN label codes for every query cell, indexed by AnnData row."""
+
         def embedding(m: str) -> np.ndarray:
             return _unit_rows(self._embed(self._input_matrix(m, None), m, 4096))
 

@@ -1,44 +1,29 @@
-"""scMODAL model: registration, adversarial training with anchors, latents and imputation."""
+"""scMODAL model: inputs, adversarial training with anchors, latents and imputation."""
 
 from __future__ import annotations
 
+import inspect
 import logging
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-import torch
 from anndata import AnnData
 from mudata import MuData
 from scipy import sparse
 
 from scx import _validation as v
 from scx.base import MultiModalModelBase
+from scx.pp import apply_transform, feature_transform
 from scx.train import AdversarialTrainingPlan
 
 from ._links import MIN_LINKS, Links, resolve_links
-from ._module import SIDE_A, SIDE_B, SCMODALModule
+from ._module import SCMODALModule
+from ._preprocess import fit_log_blocks
 
 logger = logging.getLogger(__name__)
-
-
-def check_settings(**weights: float) -> None:
-    """Loss weights must be finite numbers ≥ 0."""
-    for name, value in weights.items():
-        if isinstance(value, bool) or not isinstance(value, int | float | np.number):
-            raise ValueError(f"`{name}` must be a number ≥ 0, got {value!r}.")
-        if not np.isfinite(value) or value < 0:
-            raise ValueError(f"`{name}` must be a finite weight ≥ 0, got {value!r}.")
-
-
-def check_batch_size(sizes: dict[str, int], batch_size: int) -> None:
-    """Every modality must fill one mini-batch (cells are drawn per modality per step)."""
-    v.check_positive_int(batch_size, argname="batch_size", minimum=2)
-    small = {name: n for name, n in sizes.items() if n < batch_size}
-    if small:
-        raise ValueError(
-            f"Modalities {small} have fewer cells than the mini-batch `batch_size={batch_size}`; "
-            f"pass `batch_size` ≤ {min(small.values())}."
-        )
 
 
 def column_stats(X, chunk_size: int = 8192) -> tuple[np.ndarray, np.ndarray]:
@@ -72,32 +57,41 @@ class SCMODAL(MultiModalModelBase):
     indistinguishable; mutual nearest neighbours found in every mini-batch on the linked
     features (``links``) are pulled together; reconstruction, a latent cycle through the other
     modality's generator and a kernel-geometry term keep each modality's own structure. The
-    inputs are registered unpaired modalities of a MuData; they are standardised per feature
-    inside the model (``standardize``), so sparse inputs stay sparse until the mini-batch and
-    imputations come back on the registered scale.
+    registered inputs are standardised per feature inside the model, so sparse inputs stay
+    sparse until the mini-batch and imputations come back on the registered scale.
+
+    Build it with :func:`scx.tl.scmodal` (from counts), or register two modalities of
+    preprocessed values yourself with :meth:`setup_mudata` and call the class.
 
     Parameters
     ----------
     mdata
-        MuData registered with :meth:`setup_mudata` and exactly two ``modalities`` (A, B), each
+        MuData registered with :meth:`setup_mudata` with exactly two ``modalities`` (A, B), each
         holding preprocessed (e.g. log-normalised) values in ``X`` or ``layer``.
     links
         Links between the two modalities' features: a two-column DataFrame, a list of
-        ``(feature, feature)`` pairs or a dict ``{feature: feature or [features]}``; see
-        :func:`scx.tl.scmodal`. At least three usable links are needed.
+        ``(feature, feature)`` pairs or a dict ``{feature: feature or [features]}`` (see
+        :func:`scx.scmodal.resolve_links`). At least three usable links are needed.
     drop_missing_links
         Ignore links naming features that a modality lacks instead of raising.
-    n_latent, n_hidden
-        Latent and hidden widths (20, 512).
+    n_latent
+        Width of the shared latent space (20).
+    n_hidden
+        Hidden width of the encoders, generators and discriminator (512).
     lambda_gan, lambda_ae, lambda_la, lambda_mnn, lambda_geo
-        Loss weights (1, 10, 10, 1, 10; the reference's defaults).
+        Weights of the adversarial term, the autoencoder reconstruction, the latent cycle, the
+        anchor (mutual-neighbour) term and the geometry term (1, 10, 10, 1, 10; the
+        reference's defaults).
     n_neighbors
-        Neighbours of the mini-batch mutual-neighbour search (30).
+        Neighbours per direction of the mini-batch mutual-neighbour search (30).
     standardize
         Standardise each feature (mean 0, variance 1, clipped at ±10) inside the model, as the
         reference's ``scale(max_value=10)``; ``False`` uses the registered values as they are.
     init_std
-        N(0, σ²) initialisation of all weights (0.1, the reference); ``None`` for PyTorch's.
+        Standard deviation of the N(0, σ²) initialisation of every weight and bias (0.1, the
+        reference); ``None`` keeps PyTorch's default initialisation.
+    seed
+        Seed of the weight initialisation.
 
     Examples
     --------
@@ -108,8 +102,34 @@ class SCMODAL(MultiModalModelBase):
     >>> prot_from_rna = model.get_imputed("rna", "prot")
     """
 
+    _method_name = "scMODAL"
     _module_cls = SCMODALModule
     _training_plan_cls = AdversarialTrainingPlan
+    _data_init_args = ("links", "drop_missing_links")
+    _setting_checks: ClassVar[dict[str, Callable]] = {
+        "drop_missing_links": v.boolean,
+        "n_latent": v.positive_int(),
+        "n_hidden": v.positive_int(),
+        "lambda_gan": v.weight,
+        "lambda_ae": v.weight,
+        "lambda_la": v.weight,
+        "lambda_mnn": v.weight,
+        "lambda_geo": v.weight,
+        "n_neighbors": v.positive_int(),
+        "standardize": v.boolean,
+        "init_std": v.optional(v.positive),
+        "max_epochs": v.optional(v.positive_int()),
+        "max_steps": v.optional(v.positive_int()),
+        "batch_size": v.positive_int(minimum=2),
+        "steps_per_epoch": v.positive_int(),
+        "lr": v.positive,
+        "weight_decay": v.weight,
+        "n_discriminator_steps": v.positive_int(),
+        "clip_norm": v.optional(v.positive),
+        "replacement": v.boolean,
+        "train_size": v.fraction(),
+        "validation_size": v.optional(v.fraction(low_open=False)),
+    }
 
     @classmethod
     def setup_anndata(cls, *args, **kwargs) -> None:
@@ -122,6 +142,174 @@ class SCMODAL(MultiModalModelBase):
             "`SCMODAL.setup_mudata(mdata, modalities=[mod1, mod2])`, or call `scx.tl.scmodal`."
         )
 
+    # ------------------------------------------------------------------ inputs
+    @classmethod
+    def _check_inputs(
+        cls,
+        data: MuData,
+        *,
+        settings: Mapping[str, Any],
+        modalities: Sequence[str] = ("rna", "prot"),
+        links: Links | None = None,
+        layer: str | dict[str, str | None] | None = None,
+        preprocess: bool = True,
+        n_top_features: int = 3000,
+        drop_missing_links: bool = False,
+    ) -> None:
+        """Every check of the data and data arguments, before any work."""
+        v.check_mudata(data, argname="data")
+        names = _two_modalities(modalities)
+        adatas = {
+            m: v.check_modality(data, m, argname=f"modalities[{k}]") for k, m in enumerate(names)
+        }
+        v.boolean(preprocess, "preprocess")
+        v.boolean(drop_missing_links, "drop_missing_links")
+        v.check_positive_int(n_top_features, argname="n_top_features", minimum=0)
+        layers = v.check_per_modality(layer, names, argname="layer")
+        for m, adata in adatas.items():
+            v.check_unique_names(adata, where=f"Modality {m!r}")
+            X = v.get_matrix(adata, layers[m], argname="layer")
+            v.check_counts(
+                X, argname=f"data.mod[{m!r}] (layer={layers[m]!r})", allow_negative=not preprocess
+            )
+        if links is None:
+            raise ValueError(
+                "`links` is required: the features of the two modalities that measure the same "
+                "thing, e.g. {'CD3': 'CD3E', 'CD19': 'CD19', ...} (protein → gene)."
+            )
+        resolve_links(
+            links,
+            {m: adata.var_names for m, adata in adatas.items()},
+            drop_missing=drop_missing_links,
+            min_links=MIN_LINKS,
+        )
+        batch_size, train_size = (
+            settings[name] if name in settings else _train_default(cls, name)
+            for name in ("batch_size", "train_size")
+        )
+        check_batch_size({m: a.n_obs for m, a in adatas.items()}, batch_size, train_size)
+
+    @classmethod
+    def _fit_inputs(
+        cls,
+        data: MuData,
+        *,
+        seed: int,
+        modalities: Sequence[str] = ("rna", "prot"),
+        links: Links | None = None,
+        layer: str | dict[str, str | None] | None = None,
+        preprocess: bool = True,
+        n_top_features: int = 3000,
+        drop_missing_links: bool = False,
+    ) -> dict:
+        """The links checked against both modalities and the preprocessing fitted on counts.
+
+        Parameters
+        ----------
+        data
+            MuData holding both modalities (their cells may be the same, different or partly
+            shared; they are treated as unpaired).
+        modalities
+            The two modalities, in role order: the first plays the reference's "A" (its
+            latents are the discriminator's "real" class and its linked total sets the common
+            library size).
+        links
+            Feature links (required): a two-column DataFrame (columns named after the two
+            modalities say which is which), a list of ``(feature, feature)`` pairs or a dict
+            ``{feature: feature or [features]}``; one-to-many allowed, either orientation (e.g.
+            a protein → gene dict for ``modalities=("rna", "prot")``). At least three usable
+            links are needed.
+        layer
+            Layer with the input (``None``: ``.X``), once or ``{modality: layer}``.
+        preprocess
+            Treat the inputs as counts and preprocess them as the reference does: the linked
+            features of both modalities normalised to one common library size (median linked
+            total of the first modality, at least 20) and log1p; the other features, reduced to
+            the ``n_top_features`` most variable (seurat_v3), to their own median library size
+            and log1p. The fitted library sizes are stored with the model, so new cells and a
+            reloaded model are mapped from counts the same way. ``False``: use the values as
+            they are (e.g. log-normalised data or gene activity); they are still standardised
+            per feature in the model.
+        n_top_features
+            Unlinked features kept per modality (3,000 highly variable, as the reference).
+        drop_missing_links
+            Ignore links naming features a modality lacks (counted in ``uns[key_added]``)
+            instead of raising an error.
+        """
+        names = _two_modalities(modalities)
+        layers = v.check_per_modality(layer, names, argname="layer")
+        adatas = {m: data.mod[m] for m in names}
+        resolved = resolve_links(
+            links,
+            {m: adatas[m].var_names for m in names},
+            drop_missing=drop_missing_links,
+            min_links=MIN_LINKS,
+        )
+        linked = {m: pd.Index(pd.unique(resolved.pairs[m])) for m in names}
+        if preprocess:
+            transforms = fit_log_blocks(adatas, layers, linked, n_top_features)
+        else:
+            transforms = {m: feature_transform(adatas[m].var_names, layer=layers[m]) for m in names}
+        return {
+            "args": {
+                "modalities": list(names),
+                "links": {m: resolved.pairs[m].tolist() for m in names},
+                "layer": layers,
+                "preprocess": preprocess,
+                "n_top_features": n_top_features,
+                "drop_missing_links": drop_missing_links,
+            },
+            "transforms": transforms,
+            "linked": {m: list(linked[m]) for m in names},
+            "link_counts": {**resolved.counts(), "links_swapped": resolved.swapped},
+            "init": {"links": resolved.pairs, "drop_missing_links": drop_missing_links},
+        }
+
+    @classmethod
+    def _build_view(cls, data: MuData, state: Mapping) -> MuData:
+        """Both modalities over the model's features (``[linked | unlinked]`` when preprocessed)."""
+        v.check_mudata(data, argname="adata")
+        views = {}
+        for m in state["args"]["modalities"]:
+            adata = v.check_modality(data, m, argname="modalities")
+            transform = state["transforms"][m]
+            features = pd.Index([str(f) for f in transform["features"]])
+            if transform["kind"] != "features":
+                X, layer_name = apply_transform(transform, adata, where=f"modality {m!r}"), None
+            elif adata.var_names.equals(features):  # the user's matrix itself, no copy
+                X, layer_name = v.get_matrix(adata, transform["layer"]), transform["layer"]
+            else:
+                X = apply_transform(transform, adata, where=f"modality {m!r}")
+                layer_name = transform["layer"]
+            obs = pd.DataFrame(index=adata.obs_names.copy())
+            var = pd.DataFrame({"linked": features.isin(state["linked"][m])}, index=features)
+            # the matrix keeps its layer name, so new cells are read from the same layer
+            views[m] = (
+                AnnData(X=X, obs=obs, var=var)
+                if layer_name is None
+                else AnnData(obs=obs, var=var, layers={layer_name: X})
+            )
+        with warnings.catch_warnings():
+            # two protein panels may name their features alike
+            warnings.filterwarnings("ignore", message="var_names are not unique")
+            return MuData(views)
+
+    @classmethod
+    def _register_view(cls, view: MuData, state: Mapping) -> None:
+        names = state["args"]["modalities"]
+        transforms = state["transforms"]
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="var_names are not unique")
+            cls.setup_mudata(
+                view,
+                modalities=list(names),
+                layer={
+                    m: transforms[m]["layer"] if transforms[m]["kind"] == "features" else None
+                    for m in names
+                },
+            )
+
+    # ------------------------------------------------------------------ construction
     def __init__(
         self,
         mdata: MuData,
@@ -137,23 +325,15 @@ class SCMODAL(MultiModalModelBase):
         n_neighbors: int = 30,
         standardize: bool = True,
         init_std: float | None = 0.1,
+        seed: int = 0,
     ):
         super().__init__(mdata)
+        self.check_settings(**{k: val for k, val in locals().items() if k != "self"})
         if len(self.modalities) != 2:
             raise ValueError(
                 f"scMODAL aligns exactly two modalities, {len(self.modalities)} are registered "
                 f"({self.modalities}); pass `modalities=[mod1, mod2]` to `setup_mudata`."
             )
-        v.check_positive_int(n_latent, argname="n_latent")
-        v.check_positive_int(n_hidden, argname="n_hidden")
-        v.check_positive_int(n_neighbors, argname="n_neighbors")
-        check_settings(
-            lambda_gan=lambda_gan,
-            lambda_ae=lambda_ae,
-            lambda_la=lambda_la,
-            lambda_mnn=lambda_mnn,
-            lambda_geo=lambda_geo,
-        )
         mod_a, mod_b = self.modalities
         resolved = resolve_links(
             links,
@@ -167,30 +347,31 @@ class SCMODAL(MultiModalModelBase):
         link_a = self.var_names_of(mod_a).get_indexer(resolved.pairs[mod_a]).tolist()
         link_b = self.var_names_of(mod_b).get_indexer(resolved.pairs[mod_b]).tolist()
         stats = {}
-        for side, m in enumerate((mod_a, mod_b)):
-            X = self._input_matrix(m, None)
-            if standardize:
-                mean, std = column_stats(X)
-                stats[f"means_{'ab'[side]}"] = mean.astype(np.float32).tolist()
-                stats[f"stds_{'ab'[side]}"] = std.astype(np.float32).tolist()
-        self.module = self._module_cls(
-            n_input_a=len(self.var_names_of(mod_a)),
-            n_input_b=len(self.var_names_of(mod_b)),
-            link_a=link_a,
-            link_b=link_b,
-            n_latent=n_latent,
-            n_hidden=n_hidden,
-            lambda_gan=lambda_gan,
-            lambda_ae=lambda_ae,
-            lambda_la=lambda_la,
-            lambda_mnn=lambda_mnn,
-            lambda_geo=lambda_geo,
-            n_neighbors=n_neighbors,
-            init_std=init_std,
-            clip=10.0 if standardize else None,
-            **stats,
-        )
-        self.trained_steps_: int | None = None
+        if standardize:
+            for k, m in enumerate((mod_a, mod_b)):
+                mean, std = column_stats(self._input_matrix(m, None))
+                stats[f"means_{'ab'[k]}"] = mean.astype(np.float32).tolist()
+                stats[f"stds_{'ab'[k]}"] = std.astype(np.float32).tolist()
+        self.seed = seed
+        with self._seeded(seed):
+            self.module = self._module_cls(
+                n_input_a=len(self.var_names_of(mod_a)),
+                n_input_b=len(self.var_names_of(mod_b)),
+                link_a=link_a,
+                link_b=link_b,
+                modalities=[mod_a, mod_b],
+                n_latent=n_latent,
+                n_hidden=n_hidden,
+                lambda_gan=lambda_gan,
+                lambda_ae=lambda_ae,
+                lambda_la=lambda_la,
+                lambda_mnn=lambda_mnn,
+                lambda_geo=lambda_geo,
+                n_neighbors=n_neighbors,
+                init_std=init_std,
+                clip=10.0 if standardize else None,
+                **stats,
+            )
         self._model_summary_string = (
             f"scMODAL: {mod_a} ({self.module.n_input[0]} features) ↔ {mod_b} "
             f"({self.module.n_input[1]} features), {resolved.n_used} links, n_latent {n_latent}"
@@ -200,7 +381,8 @@ class SCMODAL(MultiModalModelBase):
     # ------------------------------------------------------------------ training
     def train(
         self,
-        max_steps: int = 10_000,
+        max_epochs: int | None = None,
+        max_steps: int | None = None,
         *,
         batch_size: int = 500,
         steps_per_epoch: int = 100,
@@ -209,43 +391,52 @@ class SCMODAL(MultiModalModelBase):
         n_discriminator_steps: int = 5,
         clip_norm: float | None = 5.0,
         replacement: bool = True,
+        train_size: float = 1.0,
+        validation_size: float | None = None,
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
-        datamodule_kwargs: dict | None = None,
+        seed: int | None = None,
         **trainer_kwargs,
     ) -> None:
-        """Train for ``max_steps`` steps, each ``n_discriminator_steps`` D updates and one G update.
+        """Train: every step ``n_discriminator_steps`` D updates, then one update of the rest.
 
         Parameters
         ----------
+        max_epochs
+            Training length in blocks of ``steps_per_epoch`` steps (the history's epochs).
         max_steps
-            Generator steps (the reference's 10,000). Rounded up to whole ``steps_per_epoch``.
+            Training length in steps instead of ``max_epochs`` (rounded up to whole blocks);
+            with neither, the reference's 10,000 steps.
         batch_size
-            Cells per modality per step (500).
+            Cells per modality per step on each device (500).
         steps_per_epoch
-            Steps logged together as one "epoch" of the history.
-        lr, weight_decay
-            Adam learning rate and (coupled L2) weight decay of both sides (1e-3, 1e-3).
+            Steps logged together as one epoch of the history (100).
+        lr
+            Adam learning rate of both sides (1e-3).
+        weight_decay
+            Adam (coupled L2) weight decay of both sides (1e-3).
         n_discriminator_steps
             Discriminator updates per generator update (5).
         clip_norm
-            Gradient-norm clipping of the encoders and generators (5).
+            Gradient-norm clipping of the encoders and generators (5; ``None``: none).
         replacement
             Sample cells with replacement, as the reference does.
+        train_size, validation_size
+            Split of each modality's cells into training and validation (validation losses
+            appear in ``history``).
         accelerator, devices
-            Lightning accelerator and devices (``strategy=`` goes in ``trainer_kwargs``).
-        datamodule_kwargs
-            Extra arguments of :class:`~scx.data.MultiModalDataModule`.
+            Lightning accelerator and devices, e.g. ``accelerator="gpu", devices=4`` with
+            ``strategy="ddp"`` in the trainer options.
+        seed
+            Seed of the sampling; defaults to the model's ``seed``.
         **trainer_kwargs
-            Passed to :class:`scvi.train.Trainer`.
+            Lightning/scvi-tools trainer options (``strategy``, ``precision``, …).
         """
-        v.check_positive_int(max_steps, argname="max_steps")
-        v.check_positive_int(steps_per_epoch, argname="steps_per_epoch")
-        v.check_positive_int(n_discriminator_steps, argname="n_discriminator_steps")
-        check_batch_size({m: s.n_obs for m, s in self.sources.items()}, batch_size)
-        n_epochs = -(-max_steps // steps_per_epoch)
-        mod_a, mod_b = self.modalities
-        plan = AdversarialTrainingPlan(
+        settings = {k: val for k, val in locals().items() if k not in ("self", "trainer_kwargs")}
+        self.check_settings(**settings)
+        check_batch_size({m: s.n_obs for m, s in self.sources.items()}, batch_size, train_size)
+        seed = self.seed if seed is None else seed
+        plan = self._training_plan_cls(
             self.module,
             lr=lr,
             weight_decay=weight_decay,
@@ -254,73 +445,71 @@ class SCMODAL(MultiModalModelBase):
         )
         datamodule = self._make_datamodule(
             batch_size,
+            seed=seed,
             steps_per_epoch=steps_per_epoch,
+            steps_per_device=True,
             replacement=replacement,
-            sources={SIDE_A: self.sources[mod_a], SIDE_B: self.sources[mod_b]},
-            **(datamodule_kwargs or {}),
+            train_size=train_size,
+            validation_size=validation_size,
         )
-        history = self.history_ if self.is_trained_ else None
+        previous = self.history_ if self.is_trained_ else None
         self.is_trained_ = False
-        self._run_training(
-            plan, datamodule, n_epochs, accelerator=accelerator, devices=devices, **trainer_kwargs
+        epochs, steps = self._fit(
+            plan,
+            datamodule,
+            max_epochs=max_epochs,
+            max_steps=max_steps,
+            default=("steps", 10_000),
+            seed=seed,
+            accelerator=accelerator,
+            devices=devices,
+            trainer_kwargs=trainer_kwargs,
         )
-        self.history_ = self._concat_history(history, self.history_)
-        self.trained_steps_ = (self.trained_steps_ or 0) + n_epochs * steps_per_epoch
+        self.history_ = self._concat_history(previous, self.history_)
         self.is_trained_ = True
         self.module.eval()
+        self._record_train(
+            max_epochs=epochs,
+            max_steps=steps,
+            batch_size=batch_size,
+            steps_per_epoch=steps_per_epoch,
+            lr=lr,
+            weight_decay=weight_decay,
+            n_discriminator_steps=n_discriminator_steps,
+            clip_norm=clip_norm,
+            replacement=replacement,
+            train_size=train_size,
+            validation_size=validation_size,
+            seed=seed,
+        )
 
     # ------------------------------------------------------------------ inference
-    def _side(self, modality: str) -> int:
-        if modality not in self.modalities:
-            raise ValueError(
-                f"`{modality!r}` is not one of the model's modalities {self.modalities}."
-            )
-        return self.modalities.index(modality)
+    def _input_matrix(self, modality: str, adata: AnnData | None):
+        """Registered rows, or new cells as the user holds them (counts when preprocessed).
 
-    @torch.inference_mode()
-    def _map(self, X, source: int, target: int | None, batch_size: int) -> np.ndarray:
-        """Encode (``target=None``) or translate registered-scale rows of ``X`` in chunks."""
-        self.module.eval()
-        device = self.module.device
-        width = self.module.n_latent if target is None else self.module.n_input[target]
-        out = np.empty((X.shape[0], width), dtype=np.float32)
-        for start in range(0, X.shape[0], batch_size):
-            chunk = X[start : start + batch_size]
-            chunk = chunk.toarray() if sparse.issparse(chunk) else np.asarray(chunk)
-            x = torch.as_tensor(chunk, dtype=torch.float32, device=device)
-            z = self.module.inference(x, side=source)["z"]
-            if target is not None:
-                z = self.module.generative(z, side=target)["x"]
-            out[start : start + chunk.shape[0]] = z.cpu().numpy()
-        return out
-
-    def get_latent_representation(
-        self,
-        adata: AnnData | None = None,
-        modality: str | None = None,
-        *,
-        batch_size: int = 4096,
-    ) -> np.ndarray | dict[str, np.ndarray]:
-        """Shared latent of cells.
-
-        Parameters
-        ----------
-        adata
-            New cells of ``modality`` (same features); ``None`` for the registered cells.
-        modality
-            Modality to embed; ``None`` (with ``adata=None``) returns ``{modality: array}``.
-        batch_size
-            Cells per forward pass.
-
-        Returns
-        -------
-        ``(n_cells, n_latent)`` array, or a dict of them.
+        The preprocessed features keep the names of the measured ones, so new cells cannot be
+        told apart by their features: with a fitted ``"log_blocks"`` transform they are read as
+        counts (from the training layer) and normalised with the stored library sizes, unless
+        they are rows of the model's own inputs (``model.adata[modality]``, marked by its
+        ``var["linked"]`` column).
         """
-        self._check_if_trained(warn=True)
-        if modality is None:
-            return self._for_each_modality(self.get_latent_representation, adata)
-        side = self._side(modality)
-        return self._map(self._input_matrix(modality, adata), side, None, batch_size)
+        transform = ((self.input_state_ or {}).get("transforms") or {}).get(modality)
+        if adata is None or transform is None or transform["kind"] != "log_blocks":
+            return super()._input_matrix(modality, adata)
+        if (
+            isinstance(adata, AnnData)
+            and "linked" in adata.var.columns
+            and adata.var_names.equals(self.var_names_of(modality))
+        ):
+            return super()._input_matrix(modality, adata)
+        self._check_modality(modality)
+        return apply_transform(transform, adata, where=f"`adata` ({modality})")
+
+    def _embed(self, X, modality: str, batch_size: int) -> np.ndarray:
+        k = self.modalities.index(modality)
+        return self._apply_in_chunks(
+            X, lambda x: self.module.embed(x, k), self.module.n_latent, batch_size=batch_size
+        )
 
     def get_imputed(
         self,
@@ -334,14 +523,15 @@ class SCMODAL(MultiModalModelBase):
 
         ``G_target(E_source(x))``, brought back from the standardised space to the registered
         scale of ``target`` (log-normalised values when trained through
-        :func:`scx.tl.scmodal`).
+        :func:`scx.tl.scmodal` with ``preprocess=True``).
 
         Parameters
         ----------
         source, target
             Modality of the cells and modality whose features are predicted.
         adata
-            New cells of ``source``; ``None`` for the registered ones.
+            New cells of ``source`` (raw counts when the model preprocessed counts, else the
+            registered features); ``None`` for the registered ones.
         batch_size
             Cells per forward pass.
 
@@ -350,16 +540,56 @@ class SCMODAL(MultiModalModelBase):
         DataFrame ``cells × target features``, indexed by the cells' names.
         """
         self._check_if_trained(warn=True)
-        s, t = self._side(source), self._side(target)
-        X = self._input_matrix(source, adata)
-        values = self._map(X, s, t, batch_size)
-        cells = (
-            self.modality_adata(source).obs_names[self.sources[source].indices]
-            if adata is None
-            else adata.obs_names
+        s = self.modalities.index(self._check_modality(source, "source"))
+        t = self.modalities.index(self._check_modality(target, "target"))
+        if s == t:
+            raise ValueError(f"`source` and `target` must differ, got {source!r} twice.")
+        values = self._apply_in_chunks(
+            self._input_matrix(source, adata),
+            lambda x: self.module.translate(x, s, t),
+            self.module.n_input[t],
+            batch_size=batch_size,
         )
-        return pd.DataFrame(values, index=cells, columns=self.var_names_of(target))
+        cells = self.obs_names_of(source) if adata is None else adata.obs_names
+        return pd.DataFrame(values, index=cells.copy(), columns=self.var_names_of(target).copy())
 
     def get_linked_features(self) -> pd.DataFrame:
         """The usable links the model was trained with (two columns, the modality names)."""
         return self.links_.copy()
+
+
+# ---------------------------------------------------------------------------- helpers
+def _train_default(cls: type, name: str) -> Any:
+    """Default of a ``train`` setting (declared once, in the signature)."""
+    return inspect.signature(cls.train).parameters[name].default
+
+
+def _two_modalities(modalities: Any) -> tuple[str, str]:
+    if (
+        isinstance(modalities, str)
+        or not isinstance(modalities, Sequence)
+        or len(modalities) != 2
+        or not all(isinstance(m, str) for m in modalities)
+    ):
+        raise ValueError(
+            f"`modalities` must name the two modalities to align, e.g. ('rna', 'prot'); got "
+            f"{modalities!r}."
+        )
+    if modalities[0] == modalities[1]:
+        raise ValueError(
+            f"`modalities` must be two different modalities, got {modalities[0]!r} twice."
+        )
+    return modalities[0], modalities[1]
+
+
+def check_batch_size(sizes: Mapping[str, int], batch_size: int, train_size: float = 1.0) -> None:
+    """Every modality must fill one mini-batch (cells are drawn per modality per step)."""
+    v.check_positive_int(batch_size, argname="batch_size", minimum=2)
+    small = {m: int(np.ceil(train_size * n)) for m, n in sizes.items()}
+    small = {m: n for m, n in small.items() if n < batch_size}
+    if small:
+        what = "cells" if train_size == 1 else "training cells"
+        raise ValueError(
+            f"Modalities {small} have fewer {what} than the mini-batch `batch_size="
+            f"{batch_size}`; pass `batch_size` ≤ {min(small.values())}."
+        )

@@ -11,6 +11,8 @@ pulled together by mutual nearest neighbours found in each mini-batch on the lin
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from scvi import REGISTRY_KEYS
@@ -18,9 +20,6 @@ from scvi.module.base import BaseModuleClass, LossOutput
 from torch import nn
 
 from scx.nn import MLP
-
-#: Keys of the two modalities in a training mini-batch.
-SIDE_A, SIDE_B = "A", "B"
 
 
 def _reference_init(module: nn.Module, std: float) -> None:
@@ -62,6 +61,20 @@ def geometry_loss(x: torch.Tensor, z: torch.Tensor, cap: float) -> torch.Tensor:
     return -similarity.clamp(max=cap).mean()
 
 
+def anchor_loss(z_a: torch.Tensor, z_b: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """Mean squared latent distance over anchor pairs; 0 (with gradient) when there are none.
+
+    The reference divides by the number of pairs and returns NaN for a mini-batch without any
+    mutual pair; here such a batch simply contributes nothing.
+    """
+    weights = anchors.to(z_a.dtype)
+    # ‖z_a,i − z_b,j‖² / n_latent for all pairs, without forming an (n, n, d) tensor
+    sq = (z_a.pow(2).sum(1, keepdim=True) + z_b.pow(2).sum(1)[None, :] - 2 * z_a @ z_b.T).clamp_min(
+        0
+    ) / z_a.shape[1]
+    return (weights * sq).sum() / weights.sum().clamp_min(1.0)
+
+
 class SCMODALModule(BaseModuleClass):
     """scMODAL's encoders, generators and latent discriminator.
 
@@ -73,6 +86,8 @@ class SCMODALModule(BaseModuleClass):
         Column indices of the linked features: link ``l`` pairs column ``link_a[l]`` of A with
         column ``link_b[l]`` of B. These ``L`` columns are the space in which anchors (mutual
         nearest neighbours) are searched.
+    modalities
+        Names of A and B: the keys of their mini-batches in a training batch.
     n_latent, n_hidden
         Latent (20) and hidden (512) widths, as the reference.
     lambda_gan, lambda_ae, lambda_la, lambda_mnn, lambda_geo
@@ -105,6 +120,7 @@ class SCMODALModule(BaseModuleClass):
         link_a: list[int],
         link_b: list[int],
         *,
+        modalities: Sequence[str] = ("A", "B"),
         n_latent: int = 20,
         n_hidden: int = 512,
         lambda_gan: float = 1.0,
@@ -123,9 +139,8 @@ class SCMODALModule(BaseModuleClass):
         clip: float | None = 10.0,
     ):
         super().__init__()
-        if len(link_a) != len(link_b) or len(link_a) == 0:
-            raise ValueError("`link_a` and `link_b` must be non-empty and of equal length.")
         self.n_input = (int(n_input_a), int(n_input_b))
+        self.modalities = list(modalities)
         self.n_latent = n_latent
         self.lambda_gan = lambda_gan
         self.lambda_ae = lambda_ae
@@ -136,14 +151,12 @@ class SCMODALModule(BaseModuleClass):
         self.geo_cap = geo_cap
         self.logit_clip = logit_clip
         self.clip = clip
-        for side, (means, stds) in enumerate([(means_a, stds_a), (means_b, stds_b)]):
-            n = self.n_input[side]
+        for k, (means, stds) in enumerate([(means_a, stds_a), (means_b, stds_b)]):
+            n = self.n_input[k]
             means = torch.zeros(n) if means is None else torch.as_tensor(means).float()
             stds = torch.ones(n) if stds is None else torch.as_tensor(stds).float()
-            if means.shape != (n,) or stds.shape != (n,):
-                raise ValueError(f"Standardisation of side {side} must have {n} values.")
-            self.register_buffer(f"means_{side}", means)
-            self.register_buffer(f"stds_{side}", stds.clamp_min(1e-8))
+            self.register_buffer(f"means_{k}", means)
+            self.register_buffer(f"stds_{k}", stds.clamp_min(1e-8))
         self.register_buffer("link_a", torch.as_tensor(link_a, dtype=torch.long))
         self.register_buffer("link_b", torch.as_tensor(link_b, dtype=torch.long))
         self.encoders = nn.ModuleList(MLP(n, n_latent, [n_hidden]) for n in self.n_input)
@@ -154,32 +167,41 @@ class SCMODALModule(BaseModuleClass):
             _reference_init(self, init_std)
 
     # ------------------------------------------------------------------ networks
-    def standardize(self, x: torch.Tensor, side: int) -> torch.Tensor:
+    def standardize(self, x: torch.Tensor, modality: int) -> torch.Tensor:
         """Registered values → the standardised, clipped space the networks work in."""
-        x = (x - getattr(self, f"means_{side}")) / getattr(self, f"stds_{side}")
+        x = (x - getattr(self, f"means_{modality}")) / getattr(self, f"stds_{modality}")
         return x if self.clip is None else x.clamp(-self.clip, self.clip)
 
-    def unstandardize(self, x: torch.Tensor, side: int) -> torch.Tensor:
+    def unstandardize(self, x: torch.Tensor, modality: int) -> torch.Tensor:
         """Network outputs → the registered scale (e.g. log-normalised expression)."""
-        return x * getattr(self, f"stds_{side}") + getattr(self, f"means_{side}")
+        return x * getattr(self, f"stds_{modality}") + getattr(self, f"means_{modality}")
 
-    def encode(self, x: torch.Tensor, side: int) -> torch.Tensor:
-        """Latent of cells of modality ``side`` (0: A, 1: B)."""
-        return self.encoders[side](x)
+    def encode(self, x: torch.Tensor, modality: int) -> torch.Tensor:
+        """Latent of standardised cells of modality number ``modality`` (0: A, 1: B)."""
+        return self.encoders[modality](x)
 
-    def generate(self, z: torch.Tensor, side: int) -> torch.Tensor:
-        """Decode latents into the (preprocessed) feature space of modality ``side``."""
-        return self.generators[side](z)
+    def generate(self, z: torch.Tensor, modality: int) -> torch.Tensor:
+        """Decode latents into the standardised feature space of modality ``modality``."""
+        return self.generators[modality](z)
 
     def critic(self, z: torch.Tensor) -> torch.Tensor:
         """Discriminator logit (A is the "real" class), clamped to ±``logit_clip``."""
         return self.discriminators[0](z).clamp(-self.logit_clip, self.logit_clip).squeeze(-1)
 
+    def embed(self, x: torch.Tensor, modality: int) -> torch.Tensor:
+        """Latent of a batch of registered-scale cells of modality number ``modality``."""
+        return self.encode(self.standardize(x, modality), modality)
+
+    def translate(self, x: torch.Tensor, source: int, target: int) -> torch.Tensor:
+        """Cells of modality ``source`` decoded into ``target``'s features, registered scale."""
+        return self.unstandardize(self.generate(self.embed(x, source), target), target)
+
     # ------------------------------------------------------------------ training
-    def adversarial_forward(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
+    def forward_step(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
         """Latents, reconstructions, cycles and anchors of one A and one B mini-batch."""
-        x_a = self.standardize(batch[SIDE_A][REGISTRY_KEYS.X_KEY], 0)
-        x_b = self.standardize(batch[SIDE_B][REGISTRY_KEYS.X_KEY], 1)
+        mod_a, mod_b = self.modalities
+        x_a = self.standardize(batch[mod_a][REGISTRY_KEYS.X_KEY], 0)
+        x_b = self.standardize(batch[mod_b][REGISTRY_KEYS.X_KEY], 1)
         z_a, z_b = self.encode(x_a, 0), self.encode(x_b, 1)
         with torch.no_grad():
             anchors = mutual_nearest_neighbors(
@@ -205,21 +227,7 @@ class SCMODALModule(BaseModuleClass):
             + F.softplus(self.critic(outputs["z_b"].detach())).mean()
         )
 
-    @staticmethod
-    def anchor_loss(z_a: torch.Tensor, z_b: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
-        """Mean squared latent distance over anchor pairs; 0 (with gradient) when there are none.
-
-        The reference divides by the number of pairs and returns NaN for a mini-batch without
-        any mutual pair; here such a batch simply contributes nothing.
-        """
-        weights = anchors.to(z_a.dtype)
-        # ‖z_a,i − z_b,j‖² / n_latent for all pairs, without forming an (n, n, d) tensor
-        sq = (
-            z_a.pow(2).sum(1, keepdim=True) + z_b.pow(2).sum(1)[None, :] - 2 * z_a @ z_b.T
-        ).clamp_min(0) / z_a.shape[1]
-        return (weights * sq).sum() / weights.sum().clamp_min(1.0)
-
-    def generator_loss(
+    def training_loss(
         self, outputs: dict[str, torch.Tensor], step: int
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Saturating adversarial term plus reconstruction, cycle, anchor and geometry terms."""
@@ -230,7 +238,7 @@ class SCMODALModule(BaseModuleClass):
             outputs["x_bb"], outputs["x_b"]
         )
         la = F.mse_loss(outputs["z_aba"], z_a) + F.mse_loss(outputs["z_bab"], z_b)
-        mnn = self.anchor_loss(z_a, z_b, outputs["anchors"])
+        mnn = anchor_loss(z_a, z_b, outputs["anchors"])
         geo = geometry_loss(outputs["x_a"], z_a, self.geo_cap) + geometry_loss(
             outputs["x_b"], z_b, self.geo_cap
         )
@@ -250,26 +258,24 @@ class SCMODALModule(BaseModuleClass):
             "n_anchors": outputs["anchors"].sum().to(z_a.dtype),
         }
 
-    # ------------------------------------------------------------------ scvi interface
+    # ------------------------------------------------------------------ scvi-tools API
     def _get_inference_input(self, tensors: dict[str, torch.Tensor], **kwargs) -> dict:
         return {"x": tensors[REGISTRY_KEYS.X_KEY]}
 
-    def inference(self, x: torch.Tensor, side: int = 0) -> dict[str, torch.Tensor]:
+    def inference(self, x: torch.Tensor, modality: int = 0) -> dict[str, torch.Tensor]:
         """Latent of a batch of cells of one modality (registered scale in)."""
-        return {"z": self.encode(self.standardize(x, side), side)}
+        return {"z": self.embed(x, modality)}
 
     def _get_generative_input(self, tensors, inference_outputs, **kwargs) -> dict:
         return {"z": inference_outputs["z"]}
 
-    def generative(self, z: torch.Tensor, side: int = 0) -> dict[str, torch.Tensor]:
+    def generative(self, z: torch.Tensor, modality: int = 0) -> dict[str, torch.Tensor]:
         """Decode latents into one modality's feature space (registered scale out)."""
-        return {"x": self.unstandardize(self.generate(z, side), side)}
+        return {"x": self.unstandardize(self.generate(z, modality), modality)}
 
     def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
-        """Reconstruction of a single-modality forward pass (training losses are in the plan)."""
-        x = tensors[REGISTRY_KEYS.X_KEY]
-        error = ((generative_outputs["x"] - x) ** 2).mean(dim=1)
-        return LossOutput(loss=error.mean(), reconstruction_loss=error)
+        """Not used: scMODAL's loss needs both modalities' batches (see :meth:`training_loss`)."""
+        raise NotImplementedError("Use `forward_step` and `training_loss`.")
 
     def sample(self, *args, **kwargs):
         """Not available: scMODAL is not a probabilistic generative model."""

@@ -1,14 +1,16 @@
-"""scPairing: contrastive hyperspherical embedding of a paired bridge and artificial pairing."""
+"""scPairing (Niu et al. 2025): a paired bridge embedded on the sphere; unpaired cells paired."""
 
 from ._matching import (
     BLOCK_SIZE,
     EXACT_MAX_PAIRS,
+    MAX_UNBLOCKED,
     Matching,
     match_embeddings,
     nearest_neighbour_pairs,
 )
 from ._model import SCPAIRING
 from ._module import SCPAIRINGModule
+from ._tool import pair_cells, scpairing
 from ._training_plan import SCPairingTrainingPlan
 
 __all__ = [
@@ -21,4 +23,6 @@ __all__ = [
     "SCPairingTrainingPlan",
     "match_embeddings",
     "nearest_neighbour_pairs",
+    "pair_cells",
+    "scpairing",
 ]

@@ -113,6 +113,43 @@ def unit_rows(x: np.ndarray, *, argname: str = "x") -> np.ndarray:
     return x / norm
 
 
+def check_match_options(
+    *,
+    cutoff: float,
+    method: str,
+    n_neighbors: int,
+    block_size: int = BLOCK_SIZE,
+    max_unblocked: int = MAX_UNBLOCKED,
+) -> None:
+    """Validate the options of :func:`match_embeddings` (before any embedding is computed)."""
+    if (
+        isinstance(cutoff, bool)
+        or not isinstance(cutoff, int | float | np.number)
+        or not -1 <= cutoff <= 1
+    ):
+        raise ValueError(f"`cutoff` must be a cosine similarity in [-1, 1], got {cutoff!r}.")
+    if method not in ("auto", "exact", "sparse"):
+        raise ValueError(f"`method` must be 'auto', 'exact' or 'sparse', got {method!r}.")
+    if (
+        isinstance(n_neighbors, bool)
+        or not isinstance(n_neighbors, int | np.integer)
+        or n_neighbors < 1
+    ):
+        raise ValueError(f"`n_neighbors` must be an integer ≥ 1, got {n_neighbors!r}.")
+    if (
+        isinstance(block_size, bool)
+        or not isinstance(block_size, int | np.integer)
+        or block_size < 2
+    ):
+        raise ValueError(f"`block_size` must be an integer ≥ 2, got {block_size!r}.")
+    if (
+        isinstance(max_unblocked, bool)
+        or not isinstance(max_unblocked, int | np.integer)
+        or max_unblocked < 0
+    ):
+        raise ValueError(f"`max_unblocked` must be an integer ≥ 0, got {max_unblocked!r}.")
+
+
 def check_match_args(
     x1: np.ndarray, x2: np.ndarray, cutoff: float, method: str, n_neighbors: int
 ) -> None:
@@ -127,18 +164,7 @@ def check_match_args(
             f"The embeddings have different dimensions ({x1.shape[1]} and {x2.shape[1]}); both "
             "sides must come from the same model."
         )
-    if (
-        isinstance(cutoff, bool)
-        or not isinstance(cutoff, int | float | np.number)
-        or not -1 <= cutoff <= 1
-    ):
-        raise ValueError(f"`cutoff` must be a cosine similarity in [-1, 1], got {cutoff!r}.")
-    if method not in ("auto", "exact", "sparse"):
-        raise ValueError(f"`method` must be 'auto', 'exact' or 'sparse', got {method!r}.")
-    if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, int | np.integer):
-        raise ValueError(f"`n_neighbors` must be an integer ≥ 1, got {n_neighbors!r}.")
-    if n_neighbors < 1:
-        raise ValueError(f"`n_neighbors` must be an integer ≥ 1, got {n_neighbors!r}.")
+    check_match_options(cutoff=cutoff, method=method, n_neighbors=n_neighbors)
 
 
 def _exact(x1: np.ndarray, x2: np.ndarray, cutoff: float) -> Matching:
@@ -386,19 +412,18 @@ def match_embeddings(
     x1 = unit_rows(x1, argname="x1")
     x2 = unit_rows(x2, argname="x2")
     check_match_args(x1, x2, cutoff, method, n_neighbors)
+    check_match_options(
+        cutoff=cutoff,
+        method=method,
+        n_neighbors=n_neighbors,
+        block_size=block_size,
+        max_unblocked=max_unblocked,
+    )
     if method == "auto":
         method = "exact" if x1.shape[0] * x2.shape[0] <= EXACT_MAX_PAIRS else "sparse"
     logger.info("Pairing %d × %d cells with the %s solver.", x1.shape[0], x2.shape[0], method)
     if method == "exact":
         return _exact(x1, x2, float(cutoff))
-    if (
-        isinstance(block_size, bool)
-        or not isinstance(block_size, int | np.integer)
-        or block_size < 2
-    ):
-        raise ValueError(f"`block_size` must be an integer ≥ 2, got {block_size!r}.")
-    if isinstance(max_unblocked, bool) or not isinstance(max_unblocked, int | np.integer):
-        raise ValueError(f"`max_unblocked` must be an integer ≥ 0, got {max_unblocked!r}.")
     rows, cols, sim, n_candidates = _sparse(
         x1,
         x2,

@@ -1,40 +1,624 @@
-"""scPairing model: registration of a paired bridge, training, embeddings of unpaired cells."""
+"""scPairing model: the paired bridge and its inputs, training, embeddings of unpaired cells."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Literal
 
 import numpy as np
-import torch
+import pandas as pd
 from anndata import AnnData
 from mudata import MuData
 from scipy import sparse
-from scvi import REGISTRY_KEYS
 
 from scx import _validation as v
 from scx.base import MultiModalModelBase
+from scx.pp import apply_transform, feature_transform, fit_lsi, fit_pca
 
-from ._inputs import apply_input
 from ._module import SCPAIRINGModule
 from ._training_plan import SCPairingTrainingPlan
 
 logger = logging.getLogger(__name__)
 
+Preprocess = Literal["pca", "lsi", "none"]
+PREPROCESS = ("pca", "lsi", "none")
 
-def check_modality(mdata: MuData, name, *, argname: str) -> AnnData:
-    """``mdata.mod[name]`` with at least one cell (features may be absent: ``use_rep`` inputs)."""
-    if not isinstance(name, str) or name not in mdata.mod:
+
+def _dropout(value: Any, argname: str) -> None:
+    """Checker: a dropout probability in [0, 1)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float | np.number)
+        or not 0 <= value < 1
+    ):
+        raise ValueError(f"`{argname}` must be a number in [0, 1), got {value!r}.")
+
+
+class SCPAIRING(MultiModalModelBase):
+    """scPairing: contrastive hyperspherical embedding of a paired multiomics bridge.
+
+    Each modality of a paired bridge (2 or 3 modalities holding the same cells in the same
+    order) has an encoder from its low-dimensional input (PCA, LSI, an scVI latent, …) onto the
+    unit sphere. After training each encoder embeds cells of its modality alone, so unpaired
+    cells can be compared across modalities and paired (:func:`scx.tl.pair_cells`).
+
+    Build it with :func:`scx.tl.scpairing` (which computes the PCA / LSI inputs and keeps their
+    projections), or register the low-dimensional inputs yourself with :meth:`setup_mudata` and
+    call the class.
+
+    Parameters
+    ----------
+    mdata
+        Paired MuData registered with :meth:`setup_mudata`.
+    n_latent
+        Embedding dimension (10); embeddings lie on the unit sphere of this dimension.
+    n_hidden
+        Hidden width of encoders and decoders (128).
+    dropout
+        Dropout of encoders, decoders and the concentration network, in [0, 1) (0.1).
+    norm
+        Normalisation of encoders and decoders: ``"batch"`` (default), ``"layer"`` or ``None``.
+    loss_method
+        Contrastive loss: ``"clip"`` (default), ``"debiased_clip"`` or ``"sigmoid"`` (SigLIP).
+    combine
+        How training combines the modalities' embeddings into the posterior mean:
+        ``"dropout"`` (default; each coordinate from a random modality) or ``"average"``.
+    modality_discriminative
+        Train a modality discriminator against the encoders (True).
+    batch_discriminative
+        Train a batch discriminator (False; needs ``batch_key`` with two or more batches).
+    modality_weight, batch_weight, cosine_weight, kl_weight
+        Loss weights, each finite and ≥ 0 (1, 1, 1, 1e-3).
+    temperature
+        Initial inverse temperature of the contrastive logits, > 0 (1/0.07).
+    learn_temperature
+        Learn the temperature (True).
+    cap_temperature
+        Upper bound on the inverse temperature, > 0 (``None``: none).
+    adversarial
+        ``"subtract"`` (the reference: the encoders maximise the discriminators'
+        cross-entropy) or ``"confusion"`` (bounded: they minimise the cross-entropy to the
+        uniform prediction); see :class:`~scx.scpairing.SCPAIRINGModule`.
+    seed
+        Seed of the weight initialisation (and, by default, of training).
+
+    Examples
+    --------
+    >>> scx.model.SCPAIRING.setup_mudata(bridge, use_rep={"rna": "X_pca", "atac": "X_lsi"})
+    >>> model = scx.model.SCPAIRING(bridge)
+    >>> model.train()
+    >>> z_rna = model.get_latent_representation(rna_query, modality="rna")
+    """
+
+    _method_name = "scPairing"
+    _module_cls = SCPAIRINGModule
+    _training_plan_cls = SCPairingTrainingPlan
+    _setting_checks: ClassVar[dict[str, Any]] = {
+        "n_latent": v.positive_int(minimum=2),
+        "n_hidden": v.positive_int(),
+        "dropout": _dropout,
+        "norm": v.optional(v.choice("batch", "layer")),
+        "loss_method": v.choice("clip", "debiased_clip", "sigmoid"),
+        "combine": v.choice("dropout", "average"),
+        "modality_discriminative": v.boolean,
+        "batch_discriminative": v.boolean,
+        "modality_weight": v.weight,
+        "batch_weight": v.weight,
+        "cosine_weight": v.weight,
+        "kl_weight": v.weight,
+        "temperature": v.positive,
+        "learn_temperature": v.boolean,
+        "cap_temperature": v.optional(v.positive),
+        "adversarial": v.choice("subtract", "confusion"),
+        "max_epochs": v.optional(v.positive_int()),
+        "max_steps": v.optional(v.positive_int()),
+        "batch_size": v.positive_int(minimum=2),
+        "lr": v.positive,
+        "lr_decay": v.weight,
+        "lr_discriminator": v.positive,
+        "weight_decay": v.weight,
+        "clip_norm": v.optional(v.positive),
+        "train_size": v.fraction(),
+        "validation_size": v.optional(v.fraction(low_open=False)),
+    }
+
+    @classmethod
+    def check_settings(cls, **settings: Any) -> None:
+        """Check settings by name; ``max_epochs`` and ``max_steps`` are alternatives."""
+        super().check_settings(**settings)
+        epochs, steps = settings.get("max_epochs"), settings.get("max_steps")
+        if epochs is not None and steps is not None:
+            raise ValueError(
+                f"Pass either `max_epochs` ({epochs}) or `max_steps` ({steps}), not both."
+            )
+
+    # ------------------------------------------------------------------ inputs
+    @classmethod
+    def _check_inputs(
+        cls,
+        data: MuData,
+        *,
+        settings: Mapping[str, Any],
+        modalities: Sequence[str] = ("rna", "atac"),
+        use_rep: str | dict[str, str | None] | None = None,
+        preprocess: Preprocess | dict[str, Preprocess | None] | None = None,
+        layer: str | dict[str, str | None] | None = None,
+        n_comps: int = 10,
+        n_top_genes: int = 2000,
+        batch_key: str | None = None,
+    ) -> None:
+        """Every check of the bridge and the data arguments, before any work."""
+        v.check_mudata(data, argname="data")
+        names = _modalities(modalities)
+        for m in names:
+            _check_modality(data, m, argname="modalities")
+        check_paired(data, names)
+        v.check_positive_int(n_comps, argname="n_comps", minimum=2)
+        v.check_positive_int(n_top_genes, argname="n_top_genes", minimum=2)
+        if data.mod[names[0]].n_obs < 2:
+            raise ValueError(
+                f"The bridge has {data.mod[names[0]].n_obs} paired cell; scPairing contrasts "
+                "cells within a mini-batch and needs at least 2."
+            )
+        if batch_key is not None:
+            v.check_obs_key(
+                data.mod[names[0]], batch_key, argname="batch_key", where=f" of {names[0]!r}"
+            )
+        plan = _resolve_inputs(data, names, use_rep, preprocess, layer)
+        for m, (how, arg) in plan.items():
+            adata = data.mod[m]
+            v.check_unique_names(adata, where=f"Modality {m!r}")
+            if how == "rep":
+                v.check_rep(adata, arg, argname=f"use_rep[{m!r}]")
+                continue
+            if adata.n_vars == 0:
+                raise ValueError(
+                    f"Modality {m!r} has no features to compute its `preprocess={how!r}` input "
+                    f"from; pass `use_rep={{{m!r}: '<obsm key>'}}` instead."
+                )
+            X = v.get_matrix(adata, arg, argname=f"layer[{m!r}]")
+            v.check_counts(
+                X, argname=f"data.mod[{m!r}] (layer={arg!r})", allow_negative=how == "none"
+            )
+
+    @classmethod
+    def _fit_inputs(
+        cls,
+        data: MuData,
+        *,
+        seed: int,
+        modalities: Sequence[str] = ("rna", "atac"),
+        use_rep: str | dict[str, str | None] | None = None,
+        preprocess: Preprocess | dict[str, Preprocess | None] | None = None,
+        layer: str | dict[str, str | None] | None = None,
+        n_comps: int = 10,
+        n_top_genes: int = 2000,
+        batch_key: str | None = None,
+    ) -> dict:
+        """Fit each modality's low-dimensional input on the bridge.
+
+        Parameters
+        ----------
+        data
+            Paired MuData (the bridge): its modalities hold the same cells in the same order.
+        modalities
+            The 2 or 3 modalities to embed, in order (e.g. ``("rna", "atac", "prot")``).
+        use_rep
+            ``.obsm`` key of a modality's low-dimensional input (PCA, LSI, an scVI / PeakVI
+            latent, …), once for all or ``{modality: key}``; new cells must then carry the same
+            key with the same width.
+        preprocess
+            Input computed for modalities without ``use_rep`` (once or per modality; inferred
+            from the modality name by default: ``rna`` → ``"pca"``, ``atac`` → ``"lsi"``):
+            ``"pca"`` (counts normalised to 10⁴, log1p, highly variable genes, PCA, through
+            scanpy), ``"lsi"`` (TF-IDF and LSI with muon's formulas) or ``"none"`` (the matrix
+            as is, e.g. CLR proteins). The fitted projection is kept, so new cells are mapped
+            from their counts exactly like the bridge.
+        layer
+            Layer with the counts for ``preprocess`` (``None``: ``.X``), once or per modality.
+        n_comps
+            Components of the computed PCA / LSI (10, as in the reference's tutorial).
+        n_top_genes
+            Highly variable genes of the PCA (2,000; all genes when there are fewer).
+        batch_key
+            ``.obs`` column of the first modality with batches, for ``batch_discriminative``.
+        """
+        names = _modalities(modalities)
+        plan = _resolve_inputs(data, names, use_rep, preprocess, layer)
+        transforms = {}
+        for m, (how, arg) in plan.items():
+            adata = data.mod[m]
+            if how == "pca":
+                X = v.get_matrix(adata, arg)
+                _, transforms[m] = fit_pca(
+                    X,
+                    adata.var_names,
+                    n_comps=n_comps,
+                    target_sum=1e4,
+                    n_top_genes=n_top_genes,
+                    layer=arg,
+                    seed=seed,
+                )
+            elif how == "lsi":
+                X = v.get_matrix(adata, arg)
+                _, transforms[m] = fit_lsi(
+                    X, adata.var_names, n_comps=n_comps, layer=arg, seed=seed
+                )
+            elif how == "none":
+                transforms[m] = feature_transform(adata.var_names, layer=arg)
+        return {
+            "args": {
+                "modalities": names,
+                "use_rep": {m: arg if how == "rep" else None for m, (how, arg) in plan.items()},
+                "preprocess": {m: None if how == "rep" else how for m, (how, _) in plan.items()},
+                "layer": {m: None if how == "rep" else arg for m, (how, arg) in plan.items()},
+                "n_comps": n_comps,
+                "n_top_genes": n_top_genes,
+                "batch_key": batch_key,
+            },
+            "transforms": transforms,
+        }
+
+    @classmethod
+    def _build_view(cls, data: MuData, state: Mapping) -> MuData:
+        """Each modality's low-dimensional input of the bridge, from the fitted projections.
+
+        ``use_rep`` inputs and ``"none"`` matrices are shared with the user's data; PCA / LSI
+        coordinates are computed with the stored projection, so a model loaded onto the user's
+        data sees the very inputs it was trained on, and new cells are mapped by the same
+        function as the bridge.
+        """
+        args = state["args"]
+        names = list(args["modalities"])
+        v.check_mudata(data, argname="adata")
+        for m in names:
+            _check_modality(data, m, argname="modalities")
+        check_paired(data, names)
+        batch_key = args["batch_key"]
+        batches = None
+        if batch_key is not None:
+            batches = v.check_obs_key(
+                data.mod[names[0]], batch_key, argname="batch_key", where=f" of {names[0]!r}"
+            ).to_numpy()
+        views = {}
+        for m in names:
+            adata = data.mod[m]
+            obs = pd.DataFrame(index=adata.obs_names.copy())
+            if batches is not None:
+                obs[batch_key] = batches
+            rep, kind = args["use_rep"][m], args["preprocess"][m]
+            if rep is not None:
+                rep_matrix = v.check_rep(adata, rep, argname=f"use_rep[{m!r}]")
+                views[m] = AnnData(obs=obs, obsm={rep: rep_matrix}, shape=(adata.n_obs, 0))
+                continue
+            transform = state["transforms"][m]
+            if kind == "none":
+                views[m] = _shared_features(adata, transform, obs, m)
+                continue
+            X = apply_transform(transform, adata, where=f"modality {m!r}")
+            var = pd.DataFrame(index=[f"scpairing_{kind}_{k + 1}" for k in range(X.shape[1])])
+            views[m] = AnnData(X=X, obs=obs, var=var)
+        return MuData(views)
+
+    @classmethod
+    def _register_view(cls, view: MuData, state: Mapping) -> None:
+        args = state["args"]
+        names = list(args["modalities"])
+        cls.setup_mudata(
+            view,
+            modalities=names,
+            use_rep={m: args["use_rep"][m] for m in names},
+            layer={m: args["layer"][m] if args["preprocess"][m] == "none" else None for m in names},
+            batch_key=args["batch_key"],
+        )
+
+    # ------------------------------------------------------------------ registration
+    @classmethod
+    def setup_mudata(
+        cls,
+        mdata: MuData,
+        modalities: Sequence[str] | None = None,
+        layer: str | dict[str, str | None] | None = None,
+        labels_key: str | dict[str, str | None] | None = None,
+        batch_key: str | None = None,
+        use_rep: str | dict[str, str | None] | None = None,
+        **kwargs,
+    ) -> None:
+        """Register a paired MuData (the bridge) with its low-dimensional inputs.
+
+        Parameters
+        ----------
+        mdata
+            MuData whose modalities hold the same cells in the same order.
+        modalities
+            Two or three modalities, in order (all by default).
+        layer
+            Layer used as the input where no ``use_rep`` is given (``None``: ``.X``).
+        labels_key
+            Not used by scPairing (accepted for the shared registration); must be ``None``.
+        batch_key
+            ``.obs`` column of the first modality with batches, for the batch discriminator.
+        use_rep
+            ``.obsm`` key of each modality's low-dimensional input, once or per modality.
+        **kwargs
+            Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
+        """
+        mdata = v.check_mudata(mdata)
+        names = _modalities(list(modalities) if modalities is not None else list(mdata.mod))
+        for m in names:
+            _check_modality(mdata, m, argname="modalities")
+        if labels_key is not None and not (
+            isinstance(labels_key, dict) and all(x is None for x in labels_key.values())
+        ):
+            raise ValueError("scPairing is unsupervised: pass `labels_key=None`.")
+        check_paired(mdata, names)
+        if isinstance(batch_key, dict):  # as recorded by the shared registration (on load)
+            batch_key = batch_key.get(names[0])
+        reps = v.check_per_modality(use_rep, names, argname="use_rep")
+        for m in names:
+            if reps[m] is not None:
+                v.check_rep(mdata.mod[m], reps[m], argname=f"use_rep[{m!r}]")
+        if batch_key is not None:
+            v.check_obs_key(mdata.mod[names[0]], batch_key, argname="batch_key")
+        super().setup_mudata(
+            mdata,
+            modalities=names,
+            layer=layer,
+            labels_key=None,
+            batch_key={names[0]: batch_key} if batch_key is not None else None,
+            use_rep=use_rep,
+            **kwargs,
+        )
+
+    # ------------------------------------------------------------------ construction
+    def __init__(
+        self,
+        mdata: MuData,
+        n_latent: int = 10,
+        n_hidden: int = 128,
+        dropout: float = 0.1,
+        norm: Literal["batch", "layer"] | None = "batch",
+        loss_method: Literal["clip", "debiased_clip", "sigmoid"] = "clip",
+        combine: Literal["dropout", "average"] = "dropout",
+        modality_discriminative: bool = True,
+        batch_discriminative: bool = False,
+        modality_weight: float = 1.0,
+        batch_weight: float = 1.0,
+        cosine_weight: float = 1.0,
+        kl_weight: float = 1e-3,
+        temperature: float = 1 / 0.07,
+        learn_temperature: bool = True,
+        cap_temperature: float | None = None,
+        adversarial: Literal["subtract", "confusion"] = "subtract",
+        seed: int = 0,
+    ):
+        super().__init__(mdata)
+        self.check_settings(**{k: val for k, val in locals().items() if k != "self"})
+        if not isinstance(mdata, MuData):
+            raise ValueError("SCPAIRING is registered on a paired MuData (`setup_mudata`).")
+        check_paired(mdata, self.modalities)
+        first = self.modalities[0]
+        n_batches = int(self.sources[first].manager.summary_stats.get("n_batch", 1))
+        if batch_discriminative and n_batches < 2:
+            logger.info("One batch only: the batch discriminator is disabled.")
+        self.seed = seed
+        widths = [self._input_width(m) for m in self.modalities]
+        with self._seeded(seed):
+            self.module = self._module_cls(
+                n_inputs=widths,
+                n_latent=n_latent,
+                n_hidden=(n_hidden,),
+                norm=norm,
+                dropout=dropout,
+                n_batches=n_batches,
+                modality_discriminative=modality_discriminative,
+                batch_discriminative=batch_discriminative,
+                modality_weight=modality_weight,
+                batch_weight=batch_weight,
+                cosine_weight=cosine_weight,
+                kl_weight=kl_weight,
+                loss_method=loss_method,
+                combine=combine,
+                temperature=temperature,
+                learn_temperature=learn_temperature,
+                cap_temperature=cap_temperature,
+                adversarial=adversarial,
+            )
+        self._model_summary_string = (
+            f"scPairing: modalities {self.modalities}, inputs {widths} dims, n_latent "
+            f"{n_latent}, loss {loss_method}"
+        )
+        self.init_params_ = self._get_init_params(locals())
+
+    def _input_width(self, modality: str) -> int:
+        return int(self._input_matrix(modality, None).shape[1])
+
+    # ------------------------------------------------------------------ training
+    def train(
+        self,
+        max_epochs: int | None = None,
+        max_steps: int | None = None,
+        *,
+        batch_size: int = 2000,
+        lr: float = 5e-3,
+        lr_decay: float = 6e-5,
+        lr_discriminator: float = 1e-3,
+        weight_decay: float = 0.0,
+        clip_norm: float | None = 50.0,
+        train_size: float = 1.0,
+        validation_size: float | None = None,
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        seed: int | None = None,
+        **trainer_kwargs,
+    ) -> None:
+        """Train on the bridge (the reference's schedule).
+
+        Parameters
+        ----------
+        max_epochs
+            Passes over the bridge (300, as in the reference's tutorials).
+        max_steps
+            Steps instead of ``max_epochs`` (rounded up to whole epochs).
+        batch_size
+            Paired cells per step, ≥ 2 (2,000); a bridge smaller than that is one batch.
+        lr
+            Initial learning rate of the main Adam (5e-3).
+        lr_decay
+            Per-step exponential decay rate of ``lr``, ≥ 0 (6e-5).
+        lr_discriminator
+            Learning rate of the discriminators (1e-3).
+        weight_decay
+            Weight decay of the decoders (0).
+        clip_norm
+            Gradient-norm clipping of the main step (50; ``None``: none).
+        train_size, validation_size
+            Split of the bridge's cells into training and validation (validation losses appear
+            in ``history``).
+        accelerator, devices
+            Lightning accelerator and devices, e.g. ``accelerator="gpu", devices=4`` with
+            ``strategy="ddp"`` in the trainer options.
+        seed
+            Seed of sampling and dropout; defaults to the model's ``seed``.
+        **trainer_kwargs
+            Lightning/scvi-tools trainer options (``strategy``, ``precision``, …).
+        """
+        settings = {k: val for k, val in locals().items() if k not in ("self", "trainer_kwargs")}
+        self.check_settings(**settings)
+        seed = self.seed if seed is None else seed
+        n_train = int(np.ceil(train_size * self.sources[self.modalities[0]].n_obs))
+        if n_train < 2:
+            raise ValueError(
+                f"The bridge has {n_train} training cell(s); scPairing contrasts cells within a "
+                "mini-batch and needs at least 2. Pass a larger `train_size` or more cells."
+            )
+        batch_size = min(batch_size, n_train)
+        datamodule = self._make_datamodule(
+            batch_size,
+            seed=seed,
+            paired=True,
+            train_size=train_size,
+            validation_size=validation_size,
+        )
+        plan = self._training_plan_cls(
+            self.module,
+            lr=lr,
+            lr_decay=lr_decay,
+            lr_discriminator=lr_discriminator,
+            weight_decay=weight_decay,
+            clip_norm=clip_norm,
+        )
+        previous = self.history_ if self.is_trained_ else None
+        self.is_trained_ = False
+        epochs, steps = self._fit(
+            plan,
+            datamodule,
+            max_epochs=max_epochs,
+            max_steps=max_steps,
+            default=("epochs", 300),
+            seed=seed,
+            accelerator=accelerator,
+            devices=devices,
+            trainer_kwargs=trainer_kwargs,
+        )
+        self.history_ = self._concat_history(previous, self.history_)
+        self.is_trained_ = True
+        self.module.eval()
+        self._record_train(
+            max_epochs=epochs,
+            max_steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            lr_decay=lr_decay,
+            lr_discriminator=lr_discriminator,
+            weight_decay=weight_decay,
+            clip_norm=clip_norm,
+            train_size=train_size,
+            validation_size=validation_size,
+            seed=seed,
+        )
+
+    # ------------------------------------------------------------------ inference
+    def _embed(self, X, modality: str, batch_size: int) -> np.ndarray:
+        k = self.modalities.index(modality)
+        return self._apply_in_chunks(
+            X, lambda x: self.module.embed(x, k), self.module.n_latent, batch_size=batch_size
+        )
+
+    def model_inputs(
+        self, adata: AnnData | None = None, modality: str | None = None
+    ) -> np.ndarray | dict[str, np.ndarray]:
+        """The low-dimensional input of ``modality`` for the bridge or for new cells.
+
+        New cells given as counts are mapped with the bridge's fitted PCA / LSI (read from the
+        same layer); with ``use_rep`` inputs their ``.obsm`` entry under the registered key is
+        used, after checking its width. ``modality=None`` (with ``adata=None``) returns
+        ``{modality: array}``.
+        """
+        if modality is None:
+            if adata is not None:
+                raise ValueError("Pass `modality=` with `adata` to say which modality it holds.")
+            return {m: self.model_inputs(modality=m) for m in self.modalities}
+        X = self._input_matrix(modality, adata)
+        X = X.toarray() if sparse.issparse(X) else np.asarray(X)
+        return np.asarray(X, dtype=np.float32)
+
+    def get_cross_modality_prediction(
+        self,
+        source: str,
+        target: str,
+        adata: AnnData | None = None,
+        batch_size: int = 4096,
+    ) -> np.ndarray:
+        """Predict ``target``'s low-dimensional input from ``source``'s cells.
+
+        ``source``'s embedding is decoded by ``target``'s decoder (the reference's prediction
+        without count decoders). ``adata``: new cells of ``source`` (``None``: the bridge).
+        """
+        self._check_if_trained(warn=True)
+        self._check_modality(source, "source")
+        self._check_modality(target, "target")
+        s, t = self.modalities.index(source), self.modalities.index(target)
+        return self._apply_in_chunks(
+            self._input_matrix(source, adata),
+            lambda x: self.module.decoders[t](self.module.embed(x, s)),
+            self.module.n_inputs[t],
+            batch_size=batch_size,
+        )
+
+    def get_temperature(self) -> float:
+        """The learned inverse temperature of the contrastive logits."""
+        return float(self.module.scale().detach().cpu())
+
+
+# ---------------------------------------------------------------------------- helpers
+def _modalities(modalities: Any) -> list[str]:
+    if (
+        isinstance(modalities, str)
+        or not isinstance(modalities, Sequence)
+        or len(modalities) not in (2, 3)
+        or not all(isinstance(m, str) for m in modalities)
+    ):
         raise ValueError(
-            f"`{argname}={name!r}` is not a modality of the MuData; its modalities are "
-            f"{list(mdata.mod.keys())}. Pass one of those names."
+            f"`modalities` must name 2 or 3 modalities of the bridge, e.g. ('rna', 'atac') or "
+            f"('rna', 'atac', 'prot'); got {modalities!r}."
+        )
+    if len(set(modalities)) != len(modalities):
+        raise ValueError(f"`modalities` must be different modalities, got {list(modalities)}.")
+    return list(modalities)
+
+
+def _check_modality(mdata: MuData, name: str, *, argname: str) -> AnnData:
+    """``mdata.mod[name]`` with at least one cell (features may be absent: ``use_rep`` inputs)."""
+    if name not in mdata.mod:
+        raise ValueError(
+            f"`{argname}` names {name!r}, which is not a modality of the MuData; its modalities "
+            f"are {list(mdata.mod.keys())}. Pass some of those names."
         )
     adata = mdata.mod[name]
     if adata.n_obs == 0:
-        raise ValueError(
-            f"Modality `{argname}={name!r}` has no cells; the bridge needs paired cells."
-        )
+        raise ValueError(f"Modality {name!r} has no cells; the bridge needs paired cells.")
     return adata
 
 
@@ -55,384 +639,65 @@ def check_paired(mdata: MuData, modalities: Sequence[str]) -> None:
             )
 
 
-def check_settings(
-    *,
-    n_latent: int,
-    n_hidden: int,
-    dropout: float,
-    loss_method: str,
-    combine: str,
-    adversarial: str,
-    weights: dict[str, float],
-    temperature: float,
-    cap_temperature: float | None,
-) -> None:
-    """Validate scPairing's hyper-parameters before any work is done."""
-    v.check_positive_int(n_latent, argname="n_latent", minimum=2)
-    v.check_positive_int(n_hidden, argname="n_hidden")
-    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
-        raise ValueError(f"`dropout` must be a number in [0, 1), got {dropout!r}.")
-    for name, value, allowed in [
-        ("loss_method", loss_method, ("clip", "debiased_clip", "sigmoid")),
-        ("combine", combine, ("dropout", "average")),
-        ("adversarial", adversarial, ("subtract", "confusion")),
-    ]:
-        if value not in allowed:
-            raise ValueError(f"`{name}` must be one of {list(allowed)}, got {value!r}.")
-    for name, value in weights.items():
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float | np.number)
-            or not np.isfinite(value)
-            or value < 0
-        ):
-            raise ValueError(f"`{name}` must be a finite weight ≥ 0, got {value!r}.")
-    for name, value in (("temperature", temperature), ("cap_temperature", cap_temperature)):
-        if value is None and name == "cap_temperature":
+def _default_preprocess(modality: str) -> str | None:
+    name = modality.lower()
+    if "atac" in name or "peak" in name or "chrom" in name:
+        return "lsi"
+    if "rna" in name or "gex" in name or "expr" in name:
+        return "pca"
+    return None
+
+
+def _resolve_inputs(
+    mdata: MuData,
+    modalities: list[str],
+    use_rep: str | dict | None,
+    preprocess: str | dict | None,
+    layer: str | dict | None,
+) -> dict[str, tuple[str, str | None]]:
+    """``{modality: ("rep", key) | (kind, layer)}``: how each modality's input is obtained."""
+    reps = v.check_per_modality(use_rep, modalities, argname="use_rep")
+    kinds = v.check_per_modality(preprocess, modalities, argname="preprocess")
+    layers = v.check_per_modality(layer, modalities, argname="layer")
+    plan = {}
+    for m in modalities:
+        rep, kind, lay = reps[m], kinds[m], layers[m]
+        if rep is not None:
+            if kind is not None and isinstance(preprocess, Mapping):
+                raise ValueError(
+                    f"Modality {m!r} has both `use_rep={rep!r}` and `preprocess={kind!r}`; pass "
+                    "one of them."
+                )
+            if not isinstance(rep, str):
+                raise ValueError(
+                    f"`use_rep` for modality {m!r} must be an `.obsm` key, got {rep!r}."
+                )
+            plan[m] = ("rep", rep)
             continue
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            raise ValueError(f"`{name}` must be a positive number, got {value!r}.")
-
-
-class SCPAIRING(MultiModalModelBase):
-    """scPairing: contrastive hyperspherical embedding of a paired multiomics bridge.
-
-    Register a paired MuData (2 or 3 modalities holding the same cells in the same order) with
-    :meth:`setup_mudata`, giving each modality's low-dimensional input (``use_rep``: PCA, LSI,
-    an scVI latent, …, or a ``layer`` used as is). After training, each modality's encoder embeds
-    cells of that modality alone onto the unit sphere, so unpaired cells can be compared across
-    modalities and paired (:func:`scx.tl.pair_cells`).
-
-    Parameters
-    ----------
-    mdata
-        Paired MuData registered with :meth:`setup_mudata`.
-    n_latent
-        Embedding dimension (10).
-    n_hidden
-        Hidden width of encoders and decoders (128).
-    dropout
-        Dropout (0.1).
-    norm
-        Normalisation of encoders and decoders (``"batch"``).
-    loss_method
-        ``"clip"`` (default), ``"debiased_clip"`` or ``"sigmoid"``.
-    combine
-        ``"dropout"`` (default) or ``"average"`` combination of the embeddings during training.
-    modality_discriminative, batch_discriminative
-        Modality (True) and batch (False; needs ``batch_key``) discriminators.
-    modality_weight, batch_weight, cosine_weight, kl_weight
-        Loss weights (1, 1, 1, 1e-3).
-    temperature
-        Initial inverse temperature of the contrastive logits (1/0.07).
-    learn_temperature
-        Learn the temperature (True).
-    cap_temperature
-        Upper bound on the inverse temperature (``None``).
-    adversarial
-        ``"subtract"`` (reference) or ``"confusion"`` (bounded); see
-        :class:`~scx.scpairing.SCPAIRINGModule`.
-
-    Examples
-    --------
-    >>> scx.model.SCPAIRING.setup_mudata(mdata, use_rep={"rna": "X_pca", "atac": "X_lsi"})
-    >>> model = scx.model.SCPAIRING(mdata)
-    >>> model.train()
-    >>> z_rna = model.get_latent_representation(rna_query, modality="rna")
-    """
-
-    _module_cls = SCPAIRINGModule
-    _training_plan_cls = SCPairingTrainingPlan
-
-    @classmethod
-    def setup_mudata(
-        cls,
-        mdata: MuData,
-        modalities: Sequence[str] | None = None,
-        layer: str | dict[str, str | None] | None = None,
-        labels_key: str | dict[str, str | None] | None = None,
-        batch_key: str | None = None,
-        use_rep: str | dict[str, str | None] | None = None,
-        **kwargs,
-    ) -> None:
-        """Register a paired MuData (the bridge).
-
-        Parameters
-        ----------
-        mdata
-            MuData whose modalities hold the same cells in the same order.
-        modalities
-            Two or three modalities, in order (all by default).
-        layer
-            Layer used as the input where no ``use_rep`` is given (``None``: ``.X``).
-        labels_key
-            Not used by scPairing (accepted for the shared registration); must be ``None``.
-        batch_key
-            ``.obs`` column of the first modality with batches, for the batch discriminator.
-        use_rep
-            ``.obsm`` key of each modality's low-dimensional input, once or per modality.
-        **kwargs
-            Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
-        """
-        mdata = v.check_mudata(mdata)
-        names = list(modalities) if modalities is not None else list(mdata.mod.keys())
-        if len(names) not in (2, 3):
+        kind = kind if kind is not None else _default_preprocess(m)
+        if kind is None:
             raise ValueError(
-                f"scPairing needs 2 or 3 modalities (e.g. RNA + ATAC, or RNA + ATAC + protein), "
-                f"got {names}; pass `modalities=[...]`."
+                f"Modality {m!r} has no `use_rep` and its kind cannot be told from its name; pass "
+                f"`use_rep={{{m!r}: '<obsm key>'}}` or `preprocess={{{m!r}: 'pca' | 'lsi' | "
+                "'none'}`."
             )
-        for m in names:
-            check_modality(mdata, m, argname="modalities")
-        if labels_key is not None:
-            raise ValueError("scPairing is unsupervised: pass `labels_key=None`.")
-        check_paired(mdata, names)
-        if isinstance(batch_key, dict):  # as recorded by the shared registration (on load)
-            batch_key = batch_key.get(names[0])
-        reps = use_rep if isinstance(use_rep, dict) else dict.fromkeys(names, use_rep)
-        for m in names:
-            if reps.get(m) is not None:
-                v.check_rep(mdata.mod[m], reps[m], argname=f"use_rep[{m!r}]")
-        if batch_key is not None:
-            v.check_obs_key(mdata.mod[names[0]], batch_key, argname="batch_key")
-        super().setup_mudata(
-            mdata,
-            modalities=names,
-            layer=layer,
-            labels_key=None,
-            batch_key={names[0]: batch_key} if batch_key is not None else None,
-            use_rep=use_rep,
-            **kwargs,
-        )
-
-    def __init__(
-        self,
-        mdata: MuData,
-        n_latent: int = 10,
-        n_hidden: int = 128,
-        dropout: float = 0.1,
-        norm: Literal["batch", "layer"] | None = "batch",
-        loss_method: Literal["clip", "debiased_clip", "sigmoid"] = "clip",
-        combine: Literal["dropout", "average"] = "dropout",
-        modality_discriminative: bool = True,
-        batch_discriminative: bool = False,
-        modality_weight: float = 1.0,
-        batch_weight: float = 1.0,
-        cosine_weight: float = 1.0,
-        kl_weight: float = 1e-3,
-        temperature: float = 1 / 0.07,
-        learn_temperature: bool = True,
-        cap_temperature: float | None = None,
-        adversarial: Literal["subtract", "confusion"] = "subtract",
-    ):
-        super().__init__(mdata)
-        if not isinstance(mdata, MuData):
-            raise ValueError("SCPAIRING is registered on a paired MuData (`setup_mudata`).")
-        check_paired(mdata, self.modalities)
-        check_settings(
-            n_latent=n_latent,
-            n_hidden=n_hidden,
-            dropout=dropout,
-            loss_method=loss_method,
-            combine=combine,
-            adversarial=adversarial,
-            weights={
-                "modality_weight": modality_weight,
-                "batch_weight": batch_weight,
-                "cosine_weight": cosine_weight,
-                "kl_weight": kl_weight,
-            },
-            temperature=temperature,
-            cap_temperature=cap_temperature,
-        )
-        first = self.modalities[0]
-        n_batches = int(self.sources[first].manager.summary_stats.get("n_batch", 1))
-        if batch_discriminative and n_batches < 2:
-            logger.info("One batch only: the batch discriminator is disabled.")
-        self.module = self._module_cls(
-            n_inputs=[self._input_width(m) for m in self.modalities],
-            n_latent=n_latent,
-            n_hidden=(n_hidden,),
-            norm=norm,
-            dropout=dropout,
-            n_batches=n_batches,
-            modality_discriminative=modality_discriminative,
-            batch_discriminative=batch_discriminative,
-            modality_weight=modality_weight,
-            batch_weight=batch_weight,
-            cosine_weight=cosine_weight,
-            kl_weight=kl_weight,
-            loss_method=loss_method,
-            combine=combine,
-            temperature=temperature,
-            learn_temperature=learn_temperature,
-            cap_temperature=cap_temperature,
-            adversarial=adversarial,
-        )
-        # {modality: projection dict} when scx.tl.scpairing computed the inputs (PCA / LSI);
-        # new cells of that modality are then projected from their counts the same way
-        self.input_transforms_: dict[str, dict | None] = dict.fromkeys(self.modalities)
-        self._model_summary_string = (
-            f"scPairing: modalities {self.modalities}, inputs "
-            f"{[self._input_width(m) for m in self.modalities]} dims, n_latent {n_latent}, "
-            f"loss {loss_method}"
-        )
-        self.init_params_ = self._get_init_params(locals())
-
-    def _input_width(self, modality: str) -> int:
-        X = self._input_matrix(modality, None)
-        return int(X.shape[1])
-
-    # ------------------------------------------------------------------ training
-    def train(
-        self,
-        max_epochs: int = 300,
-        *,
-        batch_size: int = 2000,
-        lr: float = 5e-3,
-        lr_decay: float = 6e-5,
-        lr_discriminator: float = 1e-3,
-        weight_decay: float = 0.0,
-        clip_norm: float | None = 50.0,
-        accelerator: str = "auto",
-        devices: int | list[int] | str = "auto",
-        datamodule_kwargs: dict | None = None,
-        **trainer_kwargs,
-    ) -> None:
-        """Train on the bridge (the reference's schedule).
-
-        Parameters
-        ----------
-        max_epochs
-            Passes over the bridge (300, as in the reference's tutorials).
-        batch_size
-            Paired cells per step (2,000); a bridge smaller than that is one batch.
-        lr, lr_decay
-            Initial learning rate of the main Adam (5e-3) and its per-step exponential decay
-            (6e-5).
-        lr_discriminator
-            Discriminators' learning rate (1e-3).
-        weight_decay
-            Weight decay of the decoders (0).
-        clip_norm
-            Gradient-norm clipping of the main step (50).
-        accelerator, devices
-            Lightning accelerator and devices.
-        datamodule_kwargs
-            Extra arguments of :class:`~scx.data.MultiModalDataModule`.
-        **trainer_kwargs
-            Passed to :class:`scvi.train.Trainer`.
-        """
-        v.check_positive_int(max_epochs, argname="max_epochs")
-        v.check_positive_int(batch_size, argname="batch_size", minimum=2)
-        n_obs = self.sources[self.modalities[0]].n_obs
-        if n_obs < 2:
-            raise ValueError("The bridge needs at least 2 paired cells to contrast.")
-        datamodule = self._make_datamodule(
-            min(batch_size, n_obs), paired=True, **(datamodule_kwargs or {})
-        )
-        plan = self._training_plan_cls(
-            self.module,
-            lr=lr,
-            lr_decay=lr_decay,
-            lr_discriminator=lr_discriminator,
-            weight_decay=weight_decay,
-            clip_norm=clip_norm,
-        )
-        self._run_training(
-            plan, datamodule, max_epochs, accelerator=accelerator, devices=devices, **trainer_kwargs
-        )
-        self.is_trained_ = True
-        self.module.eval()
-
-    # ------------------------------------------------------------------ inference
-    def _check_modality(self, modality: str | None) -> str:
-        if modality is None:
-            return self.modalities[0]
-        if modality not in self.modalities:
+        if kind not in PREPROCESS:
             raise ValueError(
-                f"`modality={modality!r}` is not one of the model's modalities {self.modalities}."
+                f"`preprocess` for modality {m!r} must be one of {list(PREPROCESS)}, got {kind!r}."
             )
-        return modality
+        plan[m] = (kind, lay)
+    return plan
 
-    def model_inputs(self, adata: AnnData | None = None, modality: str | None = None) -> np.ndarray:
-        """The low-dimensional input of ``modality`` for the bridge or for new cells.
 
-        New cells are projected with the bridge's fitted PCA / LSI when scx computed the inputs
-        (their counts are read from the same layer); otherwise their ``.obsm`` entry under the
-        registered key is used, after checking its dimension.
-        """
-        modality = self._check_modality(modality)
-        transform = self.input_transforms_.get(modality) if self.input_transforms_ else None
-        if adata is not None and transform is not None:
-            if not isinstance(adata, AnnData) or adata.n_obs == 0:
-                raise ValueError("`adata` must be a non-empty AnnData.")
-            return apply_input(transform, adata, where=f"`adata` ({modality})")
-        X = self._input_matrix(modality, adata)
-        X = X.toarray() if sparse.issparse(X) else np.asarray(X)
-        return np.asarray(X, dtype=np.float32)
-
-    @torch.inference_mode()
-    def get_latent_representation(
-        self,
-        adata: AnnData | None = None,
-        modality: str | None = None,
-        batch_size: int = 8192,
-    ) -> np.ndarray:
-        """Unit-norm embedding of one modality's cells (the bridge's, or new unpaired ones).
-
-        Parameters
-        ----------
-        adata
-            Cells measured in ``modality`` only (``None``: the bridge's cells).
-        modality
-            Which encoder to use (default: the first modality).
-        batch_size
-            Cells per forward pass.
-
-        Returns
-        -------
-        ``(n_cells, n_latent)`` float32 array with unit-length rows.
-        """
-        self._check_if_trained(warn=True)
-        modality = self._check_modality(modality)
-        x = self.model_inputs(adata, modality)
-        k = self.modalities.index(modality)
-        self.module.eval()
-        device = self.module.device
-        out = [
-            self.module.embed_one(torch.as_tensor(x[s : s + batch_size], device=device), k).cpu()
-            for s in range(0, x.shape[0], batch_size)
-        ]
-        return torch.cat(out).numpy() if out else np.empty((0, self.module.n_latent), np.float32)
-
-    @torch.inference_mode()
-    def get_cross_modality_prediction(
-        self,
-        source: str,
-        target: str,
-        adata: AnnData | None = None,
-        batch_size: int = 8192,
-    ) -> np.ndarray:
-        """Predict ``target``'s low-dimensional input from ``source``'s cells.
-
-        ``source``'s embedding is decoded by ``target``'s decoder (the reference's prediction
-        without count decoders).
-        """
-        source, target = self._check_modality(source), self._check_modality(target)
-        z = self.get_latent_representation(adata, source, batch_size)
-        k = self.modalities.index(target)
-        self.module.eval()
-        device = self.module.device
-        out = [
-            self.module.decoders[k](torch.as_tensor(z[s : s + batch_size], device=device)).cpu()
-            for s in range(0, z.shape[0], batch_size)
-        ]
-        return torch.cat(out).numpy()
-
-    def get_temperature(self) -> float:
-        """The learned inverse temperature of the contrastive logits."""
-        return float(self.module.scale().detach().cpu())
-
-    def _registered_key(self, modality: str) -> str | None:
-        entry = self.sources[modality].manager.data_registry[REGISTRY_KEYS.X_KEY]
-        return entry["attr_key"] if entry["attr_name"] == "obsm" else None
+def _shared_features(adata: AnnData, transform: Mapping, obs: pd.DataFrame, m: str) -> AnnData:
+    """A ``"none"`` input: the user's matrix itself (shared when the features are in order)."""
+    features = pd.Index(transform["features"])
+    layer = transform["layer"]
+    X = v.get_matrix(adata, layer)
+    if not adata.var_names.equals(features):
+        X = apply_transform(transform, adata, where=f"modality {m!r}")
+    var = pd.DataFrame(index=features.copy())
+    # the matrix keeps its layer name, so new cells are read from the same layer
+    if layer is None:
+        return AnnData(X=X, obs=obs, var=var)
+    return AnnData(obs=obs, var=var, layers={layer: X})

@@ -215,13 +215,13 @@ class SCPAIRINGModule(BaseModuleClass):
         self.discriminators = nn.ModuleDict(discriminators)
 
     # ------------------------------------------------------------------ networks
-    def embed(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Unit-norm embedding of each modality's input."""
-        return [F.normalize(enc(x), dim=-1) for enc, x in zip(self.encoders, xs)]
+    def embed(self, x: torch.Tensor, modality: int) -> torch.Tensor:
+        """Unit-norm embedding of a batch of modality number ``modality`` alone (unpaired cells)."""
+        return F.normalize(self.encoders[modality](x), dim=-1)
 
-    def embed_one(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        """Unit-norm embedding of modality ``k``'s input alone (unpaired cells)."""
-        return F.normalize(self.encoders[k](x), dim=-1)
+    def embed_all(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Unit-norm embedding of each modality's input (``xs`` in modality order)."""
+        return [self.embed(x, k) for k, x in enumerate(xs)]
 
     def concentration(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
         """Per-cell concentration κ > 0 of the Power Spherical posterior."""
@@ -311,10 +311,14 @@ class SCPAIRINGModule(BaseModuleClass):
         batch_index = tensors[0].get(REGISTRY_KEYS.BATCH_KEY)
         return xs, batch_index
 
-    def adversarial_forward(self, batch: dict, step: int) -> dict:
-        """Embeddings, posterior sample and reconstructions of one paired mini-batch."""
+    def forward_step(self, batch: dict, step: int) -> dict:
+        """Embeddings, posterior sample and reconstructions of one paired mini-batch.
+
+        ``batch`` is ``{modality: {registry key: tensor}}`` in the model's modality order; row
+        ``i`` of every modality is the same cell.
+        """
         xs, batch_index = self._inputs(batch)
-        fs = self.embed(xs)
+        fs = self.embed_all(xs)
         kappa = self.concentration(xs)
         q = self.posterior(self.combine(fs), kappa)
         z = q.rsample() if self.training else q.loc
@@ -327,7 +331,7 @@ class SCPAIRINGModule(BaseModuleClass):
             "recon": [dec(z) for dec in self.decoders],
         }
 
-    def generator_loss(self, outputs: dict, step: int) -> tuple[torch.Tensor, dict]:
+    def training_loss(self, outputs: dict, step: int) -> tuple[torch.Tensor, dict]:
         """Reconstruction + contrastive − adversarial − cosine + KL (the reference's objective)."""
         xs, fs = outputs["xs"], outputs["fs"]
         nll = sum(F.mse_loss(r, x) for r, x in zip(outputs["recon"], xs))
@@ -362,15 +366,23 @@ class SCPAIRINGModule(BaseModuleClass):
             terms["batch_ce"] = disc["batch"].detach()
         return total, terms
 
-    def discriminator_loss(self, outputs: dict, step: int) -> torch.Tensor:
-        """Modality (and batch) discriminator cross-entropy on detached embeddings."""
+    def discriminator_loss_and_terms(
+        self, outputs: dict, step: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Discriminator cross-entropy on detached embeddings, and the modality accuracy."""
         fs = [f.detach() for f in outputs["fs"]]
         disc = self.discriminator_terms(fs, outputs["batch_index"])
         loss = disc.get("modality", torch.zeros((), device=fs[0].device))
         if "batch" in disc:
             loss = loss + disc["batch"]
-        self._last_accuracy = disc.get("modality_accuracy")
-        return loss
+        terms = {}
+        if "modality_accuracy" in disc:
+            terms["discriminator_accuracy"] = disc["modality_accuracy"].detach()
+        return loss, terms
+
+    def discriminator_loss(self, outputs: dict, step: int) -> torch.Tensor:
+        """Modality (and batch) discriminator cross-entropy on detached embeddings."""
+        return self.discriminator_loss_and_terms(outputs, step)[0]
 
     # ------------------------------------------------------------------ scvi interface
     def _get_inference_input(self, tensors: dict, **kwargs) -> dict:
@@ -378,7 +390,7 @@ class SCPAIRINGModule(BaseModuleClass):
 
     def inference(self, x: torch.Tensor, modality: int = 0) -> dict[str, torch.Tensor]:
         """Unit-norm embedding of one modality's cells."""
-        return {"z": self.embed_one(x, modality)}
+        return {"z": self.embed(x, modality)}
 
     def _get_generative_input(self, tensors, inference_outputs, **kwargs) -> dict:
         return {"z": inference_outputs["z"]}
@@ -388,7 +400,7 @@ class SCPAIRINGModule(BaseModuleClass):
         return {"x": self.decoders[modality](z)}
 
     def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
-        """Input reconstruction of a single-modality pass (training losses need pairs)."""
+        """Input reconstruction of a single-modality pass (training: :meth:`training_loss`)."""
         x = tensors[REGISTRY_KEYS.X_KEY]
         error = ((generative_outputs["x"] - x) ** 2).mean(dim=1)
         return LossOutput(loss=error.mean(), reconstruction_loss=error)

@@ -12,16 +12,18 @@ from scx.train import AdversarialTrainingPlan
 class SCPairingTrainingPlan(AdversarialTrainingPlan):
     """The reference's schedule on the shared adversarial plan.
 
-    Each step (1) updates everything but the discriminators on the main objective (gradient norm
-    clipped at ``clip_norm`` over those parameters only; the reference also counted the
-    discriminators' gradients), with the learning rate decayed by ``exp(-lr_decay)`` per step,
-    then (2) recomputes the embeddings of the same batch with the updated encoders and updates the
-    discriminators once. Decoder parameters get ``weight_decay``.
+    The shared plan updates the discriminators first; scPairing's reference updates the main
+    networks first. Each step (1) updates everything but the discriminators on the main
+    objective (gradient norm clipped at ``clip_norm`` over those parameters only; the reference
+    also counted the discriminators' gradients), with the learning rate decayed by
+    ``exp(-lr_decay)`` per step, then (2) recomputes the embeddings of the same batch with the
+    updated encoders and updates the discriminators once. Decoder parameters get
+    ``weight_decay``.
 
     Parameters
     ----------
     module
-        A :class:`~scx.scpairing._module.SCPAIRINGModule`.
+        A :class:`~scx.scpairing.SCPAIRINGModule`.
     lr
         Initial learning rate of the main Adam (5e-3).
     lr_decay
@@ -53,7 +55,6 @@ class SCPairingTrainingPlan(AdversarialTrainingPlan):
             clip_norm=clip_norm,
         )
         self.lr_decay = float(lr_decay)
-        self.has_discriminators = any(True for _ in module.discriminators.parameters())
 
     def configure_optimizers(self):
         """Main Adam (weight decay on decoders only) and, if any, the discriminators' Adam."""
@@ -92,35 +93,34 @@ class SCPairingTrainingPlan(AdversarialTrainingPlan):
             if isinstance(optimizers, list | tuple)
             else (optimizers, None)
         )
-        step = self.generator_step
-        lr = self.lr * math.exp(-self.lr_decay * step)
+        lr = self.lr * math.exp(-self.lr_decay * self.step)
         for group in opt_g.param_groups:
             group["lr"] = lr
 
         if opt_d is not None:
             self.toggle_optimizer(opt_g)
-        outputs = self.module.adversarial_forward(batch, step)
-        loss_g, terms = self.module.generator_loss(outputs, step)
-        self._generator_update(opt_g, loss_g, step)
+        outputs = self.module.forward_step(batch, self.step)
+        loss_g, terms = self.module.training_loss(outputs, self.step)
+        self._generator_update(opt_g, loss_g)
         metrics = {"loss": loss_g.detach(), **terms}
         if opt_d is not None:
             self.untoggle_optimizer(opt_g)
+            # the reference trains the discriminators on the embeddings of the updated encoders
             with torch.no_grad():
-                fresh = {**outputs, "fs": self.module.embed(outputs["xs"])}
+                fresh = {**outputs, "fs": self.module.embed_all(outputs["xs"])}
             self.toggle_optimizer(opt_d)
-            loss_d = self.module.discriminator_loss(fresh, step)
+            loss_d, d_terms = self.module.discriminator_loss_and_terms(fresh, self.step)
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(loss_d)
             opt_d.step()
             self.untoggle_optimizer(opt_d)
             metrics["discriminator"] = loss_d.detach()
-            if getattr(self.module, "_last_accuracy", None) is not None:
-                metrics["discriminator_accuracy"] = self.module._last_accuracy.detach()
-        self.generator_step += 1
+            metrics.update(d_terms)
+        self.step += 1
         self.accumulate(metrics, outputs["xs"][0].shape[0], "train")
 
     def validation_step(self, batch, batch_idx):
         """Main objective on held-out pairs (no update)."""
-        outputs = self.module.adversarial_forward(batch, self.generator_step)
-        loss_g, terms = self.module.generator_loss(outputs, self.generator_step)
+        outputs = self.module.forward_step(batch, self.step)
+        loss_g, terms = self.module.training_loss(outputs, self.step)
         self.accumulate({"loss": loss_g, **terms}, outputs["xs"][0].shape[0], "validation")

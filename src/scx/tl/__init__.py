@@ -1,11 +1,16 @@
-"""Tools: run a method on a MuData/AnnData and write its results muon-style."""
+"""Tools: run a method on a MuData/AnnData and write its results muon-style.
 
+The five method tools are defined next to their models (``scx.<method>._tool``); the
+embedding-level companions :func:`pseudotime` and :func:`transfer_labels` live here.
+"""
+
+from scx.portal import portal
+from scx.scdart import scdart
 from scx.scjoint import scjoint
+from scx.scmodal import impute, scmodal
+from scx.scpairing import pair_cells, scpairing
 
-from ._portal import portal
-from ._scdart import pseudotime, scdart
-from ._scmodal import impute, scmodal
-from ._scpairing import pair_cells, scpairing
+from ._pseudotime import pseudotime
 from ._transfer import transfer_labels
 
 __all__ = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any, Literal
 
 import numpy as np
@@ -12,8 +13,8 @@ from mudata import MuData
 
 from scx import _validation as v
 from scx._neighbors import knn_transfer
-
-from ._outputs import clean_params, global_rows
+from scx.base import Outputs, global_rows, write_outputs
+from scx.train import unknown_name_message
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +65,10 @@ def _select(
 
 def transfer_labels(
     data: AnnData | MuData,
-    labels_key: str,
-    *,
-    use_rep: str,
-    reference: CellSelection,
+    *args,
+    labels_key: str | None = None,
+    use_rep: str | None = None,
+    reference: CellSelection | None = None,
     query: CellSelection | None = None,
     n_neighbors: int = 30,
     metric: Literal["euclidean", "cosine"] = "euclidean",
@@ -75,8 +76,10 @@ def transfer_labels(
     min_confidence: float | None = None,
     max_reference: int | None = None,
     key_added: str = "transfer",
-    random_state: int = 0,
-) -> None:
+    copy: bool = False,
+    seed: int = 0,
+    **deprecated,
+) -> AnnData | MuData | None:
     """Transfer labels from reference cells to query cells by kNN majority vote.
 
     Each query cell gets the most frequent label among its ``n_neighbors`` nearest reference
@@ -86,7 +89,8 @@ def transfer_labels(
 
     Writes ``obs[f"{key_added}_label"]`` (categorical; NaN outside the query),
     ``obs[f"{key_added}_confidence"]`` and ``uns[key_added]["params"]``; for a MuData the
-    columns also go to the query modality's ``.obs`` when the query is a modality.
+    columns also go to the query modality's ``.obs`` when the query is a modality. A rerun with
+    the same ``key_added`` replaces them.
 
     Parameters
     ----------
@@ -101,7 +105,8 @@ def transfer_labels(
         Reference cells: a modality name (MuData), an ``(obs column, value)`` pair such as
         ``("batch", "CTRL")``, or a boolean mask over ``data.obs``.
     query
-        Query cells, given the same way; defaults to every non-reference cell.
+        Query cells, given the same way; defaults to every other cell that has the embedding
+        (cells of modalities a tool did not embed, NaN rows, are left out).
     n_neighbors
         Voting neighbours.
     metric
@@ -114,80 +119,136 @@ def transfer_labels(
         Use at most this many evenly spaced reference cells.
     key_added
         Prefix of the written keys.
-    random_state
+    copy
+        Return a copy of ``data`` with the results instead of writing into ``data``.
+    seed
         Seed of pynndescent.
+
+    Returns
+    -------
+    ``None``, or the copy with the results when ``copy=True``.
     """
+    labels_key, use_rep, reference, seed = _old_call_forms(
+        args, deprecated, labels_key, use_rep, reference, seed
+    )
     if not isinstance(data, AnnData | MuData):
         raise ValueError(f"`data` must be an AnnData or a MuData, got {type(data).__name__}.")
-    embedding = v.check_rep(data, use_rep)
+    if labels_key is None or use_rep is None or reference is None:
+        raise ValueError(
+            "`labels_key`, `use_rep` and `reference` are required, e.g. "
+            "`transfer_labels(mdata, labels_key='cell_type', use_rep='X_scjoint', "
+            "reference='rna')`."
+        )
+    if not isinstance(use_rep, str) or use_rep not in data.obsm:
+        raise ValueError(
+            f"`use_rep={use_rep!r}` is not in `.obsm`; available keys: {list(data.obsm.keys())}."
+        )
     v.check_positive_int(n_neighbors, argname="n_neighbors")
+    v.choice("euclidean", "cosine")(metric, "metric")
+    v.choice("auto", "exact", "pynndescent")(method, "method")
+    v.optional(v.fraction(low_open=False))(min_confidence, "min_confidence")
+    v.optional(v.positive_int())(max_reference, "max_reference")
+    v.boolean(copy, "copy")
+    v.check_positive_int(seed, argname="seed", minimum=0)
+    embedding = np.asarray(data.obsm[use_rep], dtype=np.float64)
+    if embedding.ndim != 2:
+        raise ValueError(f"`.obsm[{use_rep!r}]` must be 2-d, got shape {embedding.shape}.")
+    embedded = np.isfinite(embedding).all(axis=1)
     ref_rows, ref_holder = _select(data, reference, argname="reference")
     labels_source = ref_holder if ref_holder is not data else data
     where = "" if labels_source is data else " of the reference modality"
     labels = v.check_obs_key(labels_source, labels_key, argname="labels_key", where=where)
     ref_labels = labels.to_numpy() if labels_source is not data else labels.to_numpy()[ref_rows]
     ref_labels = pd.Series(ref_labels)
-    if ref_labels.isna().any():
-        keep = ~ref_labels.isna().to_numpy()
+    keep = ~ref_labels.isna().to_numpy()
+    if not keep.all():
         logger.info("transfer_labels: %d reference cells without a label ignored.", (~keep).sum())
         ref_rows, ref_labels = ref_rows[keep], ref_labels[keep]
     if ref_labels.empty:
         raise ValueError(f"No reference cell has a label in `labels_key={labels_key!r}`.")
     if query is None:
-        query_mask = np.ones(data.n_obs, dtype=bool)
+        query_mask = embedded.copy()
         query_mask[ref_rows] = False
         if isinstance(reference, str) and isinstance(data, MuData):
             query_mask[global_rows(data, reference)] = False
         if not query_mask.any():
-            raise ValueError("Every cell is a reference cell; pass `query=` explicitly.")
+            raise ValueError("Every embedded cell is a reference cell; pass `query=` explicitly.")
         query_rows, query_holder = np.flatnonzero(query_mask), data
     else:
         query_rows, query_holder = _select(data, query, argname="query")
-    ref_emb, query_emb = embedding[ref_rows], embedding[query_rows]
-    for name, emb in (("reference", ref_emb), ("query", query_emb)):
-        if np.isnan(emb).any():
+    for name, rows in (("reference", ref_rows), ("query", query_rows)):
+        if not embedded[rows].all():
             raise ValueError(
                 f"`.obsm[{use_rep!r}]` has NaN rows among the {name} cells (cells the embedding "
                 f"does not cover); restrict `{name}` to embedded cells."
             )
 
     predicted, confidence, classes = knn_transfer(
-        ref_emb,
+        embedding[ref_rows],
         ref_labels.to_numpy(),
-        query_emb,
+        embedding[query_rows],
         n_neighbors=n_neighbors,
         metric=metric,
         method=method,
         max_reference=max_reference,
-        random_state=random_state,
+        random_state=seed,
     )
     categories = list(classes)
     if min_confidence is not None:
         predicted = np.where(confidence < min_confidence, "unassigned", predicted)
         categories.append("unassigned")
-
-    # ---- write
+    query_labels = pd.Categorical(predicted, categories=categories)
     codes = np.full(data.n_obs, -1, dtype=np.int64)
-    codes[query_rows] = pd.Categorical(predicted, categories=categories).codes
-    data.obs[f"{key_added}_label"] = pd.Categorical.from_codes(codes, categories=categories)
+    codes[query_rows] = query_labels.codes
     conf = np.full(data.n_obs, np.nan)
     conf[query_rows] = confidence
-    data.obs[f"{key_added}_confidence"] = conf
+    label_key, conf_key = f"{key_added}_label", f"{key_added}_confidence"
+    outputs = Outputs(
+        global_obs={
+            label_key: pd.Categorical.from_codes(codes, categories=categories),
+            conf_key: conf,
+        },
+        uns={"n_reference": int(ref_rows.size), "n_query": int(query_rows.size)},
+    )
     if query_holder is not data:
-        query_holder.obs[f"{key_added}_label"] = pd.Categorical(predicted, categories=categories)
-        query_holder.obs[f"{key_added}_confidence"] = confidence
-    data.uns[key_added] = {
-        "params": clean_params(
-            {
-                "labels_key": labels_key,
-                "use_rep": use_rep,
-                "n_neighbors": n_neighbors,
-                "metric": metric,
-                "method": method,
-                "min_confidence": min_confidence,
-                "max_reference": max_reference,
-                "n_reference": int(ref_rows.size),
-                "n_query": int(query_rows.size),
-            }
-        )
+        outputs.obs = {
+            label_key: {query: pd.Series(query_labels)},
+            conf_key: {query: confidence},
+        }
+    params = {
+        "labels_key": labels_key,
+        "use_rep": use_rep,
+        "n_neighbors": n_neighbors,
+        "metric": metric,
+        "method": method,
+        "min_confidence": min_confidence,
+        "max_reference": max_reference,
+        "seed": seed,
     }
+    target = data.copy() if copy else data
+    write_outputs(target, key_added, outputs, params)
+    return target if copy else None
+
+
+def _old_call_forms(args, deprecated, labels_key, use_rep, reference, seed):
+    """Keep ``transfer_labels(data, "cell_type", ...)`` and ``random_state=`` for one release."""
+    if len(args) > 1:
+        raise TypeError("transfer_labels takes `data` and at most `labels_key` positionally.")
+    if args:
+        warnings.warn(
+            "Passing `labels_key` positionally is deprecated; use `labels_key=`.",
+            FutureWarning,
+            stacklevel=3,
+        )
+        labels_key = args[0]
+    for name in deprecated:
+        if name != "random_state":
+            accepted = [
+                "labels_key", "use_rep", "reference", "query", "n_neighbors", "metric", "method",
+                "min_confidence", "max_reference", "key_added", "copy", "seed",
+            ]  # fmt: skip
+            raise ValueError(unknown_name_message(name, accepted, "scx.tl.transfer_labels"))
+    if "random_state" in deprecated:
+        warnings.warn("`random_state=` is deprecated; use `seed=`.", FutureWarning, stacklevel=3)
+        seed = deprecated["random_state"]
+    return labels_key, use_rep, reference, seed

@@ -85,8 +85,9 @@ def check_trainer_kwargs(trainer_kwargs: Mapping[str, Any] | None) -> dict[str, 
         return {}
     if not isinstance(trainer_kwargs, Mapping):
         raise ValueError(
-            f"`trainer_kwargs` must be a dict of Lightning trainer options, e.g. "
-            f"{{'strategy': 'ddp', 'precision': 'bf16-mixed'}}; got {type(trainer_kwargs).__name__}."
+            "`trainer_kwargs` must be a dict of Lightning trainer options, e.g. "
+            "{'strategy': 'ddp', 'precision': 'bf16-mixed'}; got "
+            f"{type(trainer_kwargs).__name__}."
         )
     for name in trainer_kwargs:
         if name in _CONTROLLED:
@@ -125,6 +126,10 @@ def training_length(
     return n_epochs, unit, total
 
 
+#: Lightning's DDP strategies by name; each has a ``*_find_unused_parameters_true`` variant.
+_DDP_STRATEGIES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
+
+
 def _interactive() -> bool:
     """Whether a live progress bar can be drawn (terminal or Jupyter)."""
     shell = sys.modules.get("IPython")
@@ -152,19 +157,19 @@ class ProgressBar(ProgressBarBase):
         self._next_report = 0.1
 
     @property
-    def is_enabled(self) -> bool:  # noqa: D102
+    def is_enabled(self) -> bool:
         return self._enabled
 
-    def disable(self) -> None:  # noqa: D102
+    def disable(self) -> None:
         self._enabled = False
 
-    def enable(self) -> None:  # noqa: D102
+    def enable(self) -> None:
         self._enabled = True
 
     def __getstate__(self):
         return {**self.__dict__, "_bar": None}
 
-    def on_train_start(self, trainer, pl_module) -> None:  # noqa: D102
+    def on_train_start(self, trainer, pl_module) -> None:
         if not self._enabled or trainer.global_rank != 0:
             return
         if _interactive():
@@ -202,15 +207,15 @@ class ProgressBar(ProgressBarBase):
             while self._next_report * self.total <= self._done:
                 self._next_report += 0.1
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: D102
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.unit == "steps":
             self._advance(trainer, pl_module)
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:  # noqa: D102
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self.unit == "epochs":
             self._advance(trainer, pl_module)
 
-    def on_train_end(self, trainer, pl_module) -> None:  # noqa: D102
+    def on_train_end(self, trainer, pl_module) -> None:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
@@ -240,6 +245,9 @@ def fit(
     caller's global state. A Ctrl-C raises ``KeyboardInterrupt`` (Lightning would exit).
     """
     options = check_trainer_kwargs(trainer_kwargs)
+    strategy = options.get("strategy")
+    if getattr(plan, "find_unused_parameters", False) and strategy in _DDP_STRATEGIES:
+        options["strategy"] = f"{strategy}_find_unused_parameters_true"
     steps_per_epoch = datamodule.n_batches()
     callbacks = list(options.pop("callbacks", []) or [])
     if options.get("enable_progress_bar", True) and not any(

@@ -62,8 +62,11 @@ def _n_obs(batch: dict) -> int:
 
 
 class _StepCountingMixin:
-    """Counts steps and skipped (non-finite) steps; ``trainer.global_step`` counts every
-    optimiser's steps, so several optimisers would double it."""
+    """Counts steps and skipped (non-finite) steps.
+
+    ``trainer.global_step`` counts every optimiser's steps, so several optimisers would double
+    it.
+    """
 
     def _init_counters(self) -> None:
         self.step = 0
@@ -169,6 +172,12 @@ class LossTrainingPlan(_StepCountingMixin, EpochMeanLoggingMixin, TrainingPlan):
 class AdversarialTrainingPlan(_StepCountingMixin, EpochMeanLoggingMixin, TrainingPlan):
     """Alternating discriminator / generator updates with manual optimisation.
 
+    Each discriminator update back-propagates through the discriminators only and the
+    generator update leaves the (toggled-off) discriminators without gradients, so under
+    distributed data parallel every backward pass leaves parameters unused:
+    ``find_unused_parameters`` tells :func:`~scx.train.fit` to use Lightning's DDP variant
+    that tolerates it.
+
     Parameters
     ----------
     module
@@ -182,6 +191,8 @@ class AdversarialTrainingPlan(_StepCountingMixin, EpochMeanLoggingMixin, Trainin
     clip_norm, clip_norm_discriminator
         Gradient-norm clipping of each side (``None``: none).
     """
+
+    find_unused_parameters = True
 
     def __init__(
         self,
@@ -284,4 +295,6 @@ class AdversarialTrainingPlan(_StepCountingMixin, EpochMeanLoggingMixin, Trainin
         outputs = self.module.forward_step(batch, self.step)
         loss_d = self.module.discriminator_loss(outputs, self.step)
         loss_g, terms = self.module.training_loss(outputs, self.step)
-        self.accumulate({"loss": loss_g, "discriminator": loss_d, **terms}, _n_obs(batch), "validation")
+        self.accumulate(
+            {"loss": loss_g, "discriminator": loss_d, **terms}, _n_obs(batch), "validation"
+        )
