@@ -399,7 +399,7 @@ def _with_pca(adata):
     [
         (None, {"batch_key": "nope"}, "batch_key='nope'"),
         (_single_batch, {"batch_key": "one"}, "single value"),
-        (None, {"batch_key": "batch", "batch_size": 1000}, "fewer cells than the mini-batch"),
+        (None, {"batch_key": "batch", "batch_size": 1000}, "fewer than `batch_size="),
         (_with_nan, {"batch_key": "batch"}, "NaN"),
         (_with_inf, {"batch_key": "batch"}, "infinite"),
         (None, {"batch_key": "batch", "use_rep": "X_missing"}, "X_missing"),

@@ -20,6 +20,11 @@ from scipy import sparse
 
 def get_matrix(adata: AnnData, layer: str | None, *, argname: str = "layer"):
     """Return ``adata.X`` or ``adata.layers[layer]`` without copying."""
+    if layer is not None and (not isinstance(layer, str) or not layer):
+        raise ValueError(
+            f"`{argname}` must be the name of a layer (a string), or None for `.X`; got "
+            f"{layer!r}. Available layers: {list(adata.layers.keys())}."
+        )
     if layer is None:
         if adata.X is None:
             raise ValueError(
@@ -45,15 +50,21 @@ def check_mudata(mdata: Any, *, argname: str = "mdata") -> MuData:
     return mdata
 
 
-def check_modality(mdata: MuData, name: Any, *, argname: str) -> AnnData:
-    """Return ``mdata.mod[name]`` or raise an error listing the modalities."""
+def check_modality(
+    mdata: MuData, name: Any, *, argname: str, require_features: bool = True
+) -> AnnData:
+    """Return ``mdata.mod[name]`` or raise an error listing the modalities.
+
+    The modality needs cells, and features unless ``require_features`` is False (a modality
+    given only as an ``.obsm`` embedding).
+    """
     if not isinstance(name, str) or name not in mdata.mod:
         raise ValueError(
             f"`{argname}={name!r}` is not a modality of the MuData; its modalities are "
             f"{list(mdata.mod.keys())}. Pass one of those names."
         )
     adata = mdata.mod[name]
-    if adata.n_obs == 0 or adata.n_vars == 0:
+    if adata.n_obs == 0 or (require_features and adata.n_vars == 0):
         raise ValueError(
             f"Modality `{argname}={name!r}` is empty ({adata.n_obs} cells × {adata.n_vars} "
             "features); pass a modality with at least one cell and one feature."
@@ -274,6 +285,34 @@ def boolean(value: Any, argname: str) -> None:
         raise ValueError(f"`{argname}` must be True or False, got {value!r}.")
 
 
+def name(what: str = "a name"):
+    """Checker: a non-empty string (a layer, an ``.obs`` column, an ``.obsm`` key…)."""
+
+    def check(value: Any, argname: str) -> None:
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"`{argname}` must be {what} (a string), got {value!r}.")
+
+    check.__doc__ = what
+    return check
+
+
+def per_modality(checker):
+    """Checker: one value, or ``{modality: value}`` whose values ``checker`` accepts.
+
+    Only the values are checked here; the modality keys are checked against the data by
+    :func:`check_per_modality`.
+    """
+
+    def check(value: Any, argname: str) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                checker(item, f"{argname}[{key!r}]")
+        else:
+            checker(value, argname)
+
+    return check
+
+
 def optional(checker):
     """Checker: ``None`` or what ``checker`` accepts."""
 
@@ -394,3 +433,56 @@ def check_labels_for(values: Any, n: int, *, argname: str, min_classes: int = 2)
             f"{min_classes} (e.g. two batches or two cell types)."
         )
     return array
+
+
+def check_batch_size_fits(
+    batch_size: int | Mapping[str, int] | None,
+    sizes: Mapping[str, int],
+    *,
+    train_size: float = 1.0,
+) -> None:
+    """Every modality (or dataset) must fill one mini-batch of its training cells.
+
+    ``batch_size`` is one size or ``{modality: size}``; ``None`` (a method's own default, which
+    always fits) passes. Cells are drawn per modality per step, so a modality with fewer
+    training cells than its batch cannot be sampled.
+    """
+    if batch_size is None:
+        return
+    names = list(sizes)
+    per_modality = check_per_modality(batch_size, names, argname="batch_size")
+    missing = [m for m, size in per_modality.items() if size is None]
+    if missing:
+        raise ValueError(
+            f"`batch_size` has no entry for modalities {missing}; pass an int or a dict with "
+            f"every modality {names}."
+        )
+    for m, n_cells in sizes.items():
+        check_positive_int(per_modality[m], argname="batch_size", minimum=2)
+        n_train = int(np.ceil(train_size * n_cells))
+        if n_train < per_modality[m]:
+            cells = "cells" if train_size >= 1 else f"training cells (train_size={train_size})"
+            raise ValueError(
+                f"Modality {m!r} has {n_train} {cells}, fewer than `batch_size="
+                f"{per_modality[m]}`; pass `batch_size` ≤ {n_train} (or leave that modality out)."
+            )
+
+
+def check_modality_names(
+    modalities: Any, *, counts: tuple[int, ...] = (2,), roles: str = "the two modalities"
+) -> list[str]:
+    """``modalities`` as a list of distinct names; its length must be one of ``counts``.
+
+    ``roles`` says what the names stand for in the error message (e.g. "the RNA (labelled)
+    and ATAC (query) modalities, e.g. ('rna', 'atac')").
+    """
+    if (
+        isinstance(modalities, str)
+        or not isinstance(modalities, list | tuple)
+        or len(modalities) not in counts
+        or not all(isinstance(m, str) for m in modalities)
+    ):
+        raise ValueError(f"`modalities` must name {roles}; got {modalities!r}.")
+    if len(set(modalities)) != len(modalities):
+        raise ValueError(f"`modalities` must be different modalities, got {list(modalities)}.")
+    return list(modalities)

@@ -1,9 +1,11 @@
-"""What the five methods share: the model base class and the tool driver."""
+"""What the five methods share: the model and module base classes and the tool driver."""
 
 from ._model import INPUT_STATE_KEY, MODALITY_KEY, MultiModalModelBase, to_tensor
+from ._module import ModuleBase
 from ._tool import (
     Outputs,
     cells_disjoint,
+    check_key_added,
     clean_params,
     global_rows,
     method_tool,
@@ -14,9 +16,11 @@ from ._tool import (
 __all__ = [
     "INPUT_STATE_KEY",
     "MODALITY_KEY",
+    "ModuleBase",
     "MultiModalModelBase",
     "Outputs",
     "cells_disjoint",
+    "check_key_added",
     "clean_params",
     "global_rows",
     "method_tool",

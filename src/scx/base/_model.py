@@ -55,11 +55,37 @@ from scx import _validation as v
 from scx._settings import isolated_state
 from scx.data import ModalitySource, MultiModalDataModule
 from scx.pp import apply_transform
-from scx.train import fit, training_length
+from scx.train import check_devices, fit, training_length
 
 logger = logging.getLogger(__name__)
 
 MODALITY_KEY = "modality"
+#: Checks of the settings that several methods share, declared once.
+COMMON_SETTING_CHECKS: dict[str, Callable] = {
+    "n_latent": v.positive_int(),
+    "max_epochs": v.optional(v.positive_int()),
+    "max_steps": v.optional(v.positive_int()),
+    "batch_size": v.positive_int(minimum=2),
+    "steps_per_epoch": v.optional(v.positive_int()),
+    "lr": v.positive,
+    "weight_decay": v.weight,
+    "clip_norm": v.optional(v.positive),
+    "replacement": v.boolean,
+    "train_size": v.fraction(),
+    "validation_size": v.optional(v.fraction(low_open=False)),
+    "init_std": v.optional(v.positive),
+    "seed": v.optional(v.positive_int(minimum=0)),
+}
+#: Checks of the data arguments (of ``_fit_inputs``) that several methods share: their types
+#: only; the names are looked up in the data by each method's ``_check_inputs``.
+COMMON_DATA_CHECKS: dict[str, Callable] = {
+    "layer": v.per_modality(v.optional(v.name("a layer name, or None for `.X`"))),
+    "use_rep": v.per_modality(v.optional(v.name("an `.obsm` key"))),
+    "labels_key": v.per_modality(v.optional(v.name("an `.obs` column"))),
+    "batch_key": v.per_modality(v.optional(v.name("an `.obs` column"))),
+}
+#: ``locals()`` of ``__init__``/``train`` that are not settings.
+_NOT_SETTINGS = {"self", "__class__", "trainer_kwargs", "data", "adata", "mdata"}
 #: ``uns`` key of a view that holds the fitted input state (internal objects only).
 INPUT_STATE_KEY = "_scx_input_state"
 
@@ -75,16 +101,48 @@ class MultiModalModelBase(BaseModelClass):
 
     #: Name used in logs and progress bars.
     _method_name: ClassVar[str] = "model"
-    #: ``{setting: checker}`` for the settings of ``__init__`` and ``train``.
+    #: ``{setting: checker}`` for the settings of ``__init__`` and ``train`` (added to and
+    #: overriding :data:`COMMON_SETTING_CHECKS`).
     _setting_checks: ClassVar[dict[str, Callable]] = {}
+    #: ``{data argument: checker}`` for the arguments of ``_fit_inputs`` (added to and
+    #: overriding :data:`COMMON_DATA_CHECKS`).
+    _data_checks: ClassVar[dict[str, Callable]] = {}
     #: ``__init__`` arguments that :meth:`prepare_inputs` derives from the data (not settings).
     _data_init_args: ClassVar[tuple[str, ...]] = ()
 
     # ------------------------------------------------------------------ settings
     @classmethod
     def check_settings(cls, **settings: Any) -> None:
-        """Check settings of ``__init__`` and ``train`` by name (unknown names are ignored)."""
-        v.run_checks(cls._setting_checks, settings)
+        """Check settings of ``__init__`` and ``train`` by name (unknown names are ignored).
+
+        ``max_epochs`` and ``max_steps`` are alternatives in every method; ``train_size`` and
+        ``validation_size`` add up to at most 1; ``accelerator`` and ``devices`` must be
+        available on this machine.
+        """
+        v.run_checks({**COMMON_SETTING_CHECKS, **cls._setting_checks}, settings)
+        epochs, steps = settings.get("max_epochs"), settings.get("max_steps")
+        if epochs is not None and steps is not None:
+            raise ValueError(
+                f"Pass either `max_epochs` ({epochs}) or `max_steps` ({steps}), not both."
+            )
+        train_size, validation_size = settings.get("train_size"), settings.get("validation_size")
+        if train_size is not None and validation_size is not None:
+            if train_size + validation_size > 1 + 1e-9:
+                raise ValueError(
+                    f"`train_size={train_size}` and `validation_size={validation_size}` add up to "
+                    f"more than 1; pass `validation_size` ≤ {1 - train_size:.4g} (or None for "
+                    "the remaining cells)."
+                )
+        if "accelerator" in settings or "devices" in settings:
+            check_devices(settings.get("accelerator", "auto"), settings.get("devices", "auto"))
+
+    @classmethod
+    def check_data_arguments(cls, **data_args: Any) -> None:
+        """Check the types of the data arguments by name.
+
+        Their values are checked against the data by :meth:`_check_inputs`.
+        """
+        v.run_checks({**COMMON_DATA_CHECKS, **cls._data_checks}, data_args)
 
     # ------------------------------------------------------------------ registration
     @classmethod
@@ -244,8 +302,10 @@ class MultiModalModelBase(BaseModelClass):
     ) -> None:
         """Check the data and the data arguments before any work.
 
-        ``settings`` holds every setting of ``__init__`` and ``train`` (defaults filled in), for
-        checks that relate them to the data (e.g. a batch size against the number of cells).
+        The data arguments are those of :meth:`_fit_inputs`, which declares their defaults and
+        documents them; a method's ``_check_inputs`` takes them by name without re-declaring
+        them. ``settings`` holds every setting of ``__init__`` and ``train`` (defaults filled
+        in), for checks that relate them to the data (e.g. a batch size against the cells).
         """
 
     @classmethod
@@ -272,6 +332,11 @@ class MultiModalModelBase(BaseModelClass):
         it, and ``adata`` itself is left unchanged. Per-modality category codes (labels,
         batches) of training time are restored.
         """
+        if adata is not None and not isinstance(adata, AnnData | MuData):
+            raise ValueError(
+                f"`adata` must be the AnnData or MuData to load the model onto (or None for the "
+                f"data saved with it), got {type(adata).__name__}."
+            )
         prefix = kwargs.get("prefix") or ""
         saved = torch.load(
             os.path.join(dir_path, f"{prefix}model.pt"), map_location="cpu", weights_only=False
@@ -288,6 +353,14 @@ class MultiModalModelBase(BaseModelClass):
                 warnings.filterwarnings("ignore", message="The method mod_names is deprecated")
                 warnings.filterwarnings("ignore", message="var_names are not unique")
                 return super().load(dir_path, adata=target, **kwargs)
+        except ValueError as err:
+            if adata is None:
+                raise
+            # scvi-tools' registry checks say what differs, not what to pass
+            raise ValueError(
+                f"`adata` does not match the data the model was trained on: {err} Pass the data "
+                "the model was trained on (or cells with the same features and inputs)."
+            ) from err
         finally:
             _LOADING_MODALITY_REGISTRIES.reset(token)
 
@@ -332,7 +405,7 @@ class MultiModalModelBase(BaseModelClass):
         return list(self.sources)
 
     def _check_modality(self, modality: Any, argname: str = "modality") -> str:
-        if modality not in self.sources:
+        if not isinstance(modality, str) or modality not in self.sources:
             raise ValueError(
                 f"`{argname}={modality!r}` is not one of the model's modalities {self.modalities}."
             )
@@ -380,9 +453,15 @@ class MultiModalModelBase(BaseModelClass):
         return merged
 
     # ------------------------------------------------------------------ training
-    def _record_train(self, **params: Any) -> None:
-        """Record the settings a ``train`` call used (resolved defaults included)."""
-        self.train_params_ = dict(params)
+    def _settings(self, local_vars: Mapping[str, Any]) -> dict[str, Any]:
+        """The settings of an ``__init__`` or ``train`` call (its ``locals()``), checked."""
+        settings = {k: val for k, val in local_vars.items() if k not in _NOT_SETTINGS}
+        self.check_settings(**settings)
+        return settings
+
+    def _record_train(self, settings: Mapping[str, Any], **resolved: Any) -> None:
+        """Record the settings a ``train`` call used, with the defaults it resolved."""
+        self.train_params_ = {**settings, **resolved}
 
     def recorded_params(self) -> dict[str, Any]:
         """Every setting the model used: its data arguments, ``__init__`` and ``train``."""
@@ -419,7 +498,8 @@ class MultiModalModelBase(BaseModelClass):
         max_steps: int | None,
         default: tuple[str, int],
         seed: int,
-        stage: str = "",
+        stage: int | None = None,
+        n_stages: int | None = None,
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
         trainer_kwargs: Mapping[str, Any] | None = None,
@@ -427,13 +507,19 @@ class MultiModalModelBase(BaseModelClass):
         """Train one stage; returns (epochs, steps) trained.
 
         ``max_epochs`` / ``max_steps`` (one of them, else ``default`` = (unit, length)) set the
-        length; the progress bar counts in that unit and is labelled with the method and stage.
+        length; the progress bar counts in that unit and is labelled with the method and the
+        stage. The stage's history is appended to the model's (with a ``stage`` column for
+        multi-stage methods), so continued or multi-stage training keeps one history.
         """
         steps_per_epoch = datamodule.n_batches()
         n_epochs, unit, total = training_length(
             max_epochs, max_steps, steps_per_epoch, default=default
         )
-        label = self._method_name + (f" {stage}" if stage else "")
+        label = self._method_name
+        if stage is not None:
+            label += f" stage {stage}" + (f"/{n_stages}" if n_stages else "")
+        previous = self.history_ if self.is_trained_ else None
+        self.is_trained_ = False
         fit(
             self,
             plan,
@@ -447,6 +533,12 @@ class MultiModalModelBase(BaseModelClass):
             devices=devices,
             trainer_kwargs=trainer_kwargs,
         )
+        history = dict(self.history_ or {})
+        if stage is not None and history:
+            n = max(len(frame) for frame in history.values())
+            history["stage"] = pd.DataFrame({"stage": np.full(n, float(stage))})
+        self.history_ = self._concat_history(previous, history)
+        self.is_trained_ = True
         return n_epochs, n_epochs * steps_per_epoch
 
     # ------------------------------------------------------------------ inference

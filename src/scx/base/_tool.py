@@ -7,7 +7,8 @@ options of the output function, then the common ``key_added``, ``copy``, ``seed`
 ``trainer_kwargs``. A call runs one path:
 
 1. every argument checked before any work: unknown names (with a suggestion), the model's
-   setting checks, the output options, the trainer options, the method's data checks;
+   setting checks (devices included), the output options, the trainer options, the types of
+   the data arguments, the method's data checks;
 2. the preprocessing fitted and the model's view registered (:meth:`prepare_inputs`);
 3. the model built and trained, the outputs computed;
 4. only then the results written: the keys of an earlier run with the same ``key_added``
@@ -64,7 +65,9 @@ class Outputs:
         ``{key: values over the rows of data.obs}`` written to the global ``obsm`` / ``obs``
         only (e.g. one combined embedding of a paired MuData).
     uns
-        Facts stored next to the params in ``uns[key_added]`` (label vocabulary, counts…).
+        Facts stored next to the params in ``uns[key_added]`` (label vocabulary, counts…);
+        ``"function"`` names the function that wrote the record (e.g. ``"scx.tl.scjoint"``),
+        so that another function's ``key_added`` cannot replace it.
     rows
         For an AnnData split into datasets: ``{dataset: row positions}``.
     """
@@ -325,7 +328,8 @@ def method_tool(
     name
         Tool name (also the default ``key_added``).
     doc
-        The tool's docstring; ``{parameters}`` is replaced by the assembled Parameters section.
+        The tool's docstring; ``{parameters}`` is replaced by the assembled Parameters section
+        and the Returns section every tool shares.
     output_checks
         ``{option: checker}`` for the options of ``compute_outputs``.
     new_modalities
@@ -395,7 +399,13 @@ def method_tool(
     tool.__name__ = tool.__qualname__ = name
     tool.__module__ = "scx.tl"
     tool.__signature__ = signature
-    tool.__doc__ = doc.replace("{parameters}", _parameters_section(signature, docs))
+    returns = (
+        "Returns\n-------\nThe trained model, or with ``copy=True`` the new object holding "
+        "the results."
+    )
+    tool.__doc__ = doc.replace(
+        "{parameters}", _parameters_section(signature, docs) + "\n\n" + returns
+    )
     return tool
 
 
@@ -458,13 +468,14 @@ def run_tool(spec: _ToolSpec, arguments: dict) -> Any:
     data = arguments["data"]
     group = {g: {n: arguments[n] for n in names} for g, names in spec.groups.items()}
     key_added, copy, seed = arguments["key_added"], arguments["copy"], arguments["seed"]
-    if not isinstance(key_added, str) or not key_added or "/" in key_added:
-        raise ValueError(f"`key_added` must be a non-empty name without '/', got {key_added!r}.")
+    function = f"scx.tl.{spec.name}"
+    check_key_added(data, key_added, function=function, embeds=True)
     v.boolean(copy, "copy")
     v.check_positive_int(seed, argname="seed", minimum=0)
     model_cls.check_settings(**group["init"], **group["train"])
     v.run_checks(spec.output_checks, group["output"])
     trainer_kwargs = check_trainer_kwargs(arguments["trainer_kwargs"])
+    model_cls.check_data_arguments(**group["data"])
     model_cls._check_inputs(data, settings={**group["init"], **group["train"]}, **group["data"])
     _check_new_modalities(spec, data, key_added, group["output"])
 
@@ -476,6 +487,7 @@ def run_tool(spec: _ToolSpec, arguments: dict) -> Any:
         model = model_cls(view, **state.get("init", {}), **group["init"], seed=seed)
         model.train(**group["train"], seed=seed, **trainer_kwargs)
         outputs = spec.compute_outputs(model, target, key_added, **group["output"])
+    outputs.uns = {"function": function, **outputs.uns}
     params = {**model.recorded_params(), **group["output"], "seed": seed}
     write_outputs(target, key_added, outputs, params)
     logger.info(
@@ -489,6 +501,40 @@ def run_tool(spec: _ToolSpec, arguments: dict) -> Any:
         ),
     )
     return target if copy else model
+
+
+def check_key_added(
+    data: AnnData | MuData, key_added: Any, *, function: str, embeds: bool = False
+) -> None:
+    """``key_added`` of ``function``: a name whose earlier results it may replace.
+
+    A rerun with the same name replaces what the record ``uns[key_added]`` lists, so the name
+    must not be that of other results: an ``.uns`` entry scx did not write, or the record of
+    another function (``record["function"]``). A function that writes only ``.obs`` columns
+    (``embeds=False``) also refuses an unmarked record listing embeddings or modalities (a
+    tool's record of an earlier release).
+    """
+    if not isinstance(key_added, str) or not key_added or "/" in key_added:
+        raise ValueError(f"`key_added` must be a non-empty name without '/', got {key_added!r}.")
+    if not isinstance(data, AnnData | MuData) or key_added not in data.uns:
+        return
+    record = data.uns[key_added]
+    written = record.get("outputs") if isinstance(record, Mapping) else None
+    if not isinstance(written, Mapping):
+        raise ValueError(
+            f"`key_added={key_added!r}` would overwrite `.uns[{key_added!r}]`, which scx did not "
+            f"write; pass another name."
+        )
+    owner = record.get("function")
+    foreign = owner is not None and owner != function
+    if owner is None and not embeds:
+        foreign = any(len(_as_list(written.get(kind))) for kind in ("obsm", "modalities"))
+    if foreign:
+        raise ValueError(
+            f"`key_added={key_added!r}` names the results of another tool (`uns[{key_added!r}]`"
+            f"{f', written by {owner}' if owner else ''}), which {function} would replace; pass "
+            "another name."
+        )
 
 
 def _check_new_modalities(spec: _ToolSpec, data, key_added: str, options: Mapping) -> None:

@@ -116,25 +116,8 @@ def synthetic_trajectory(
         open_ = rng.random(p_open.shape) < p_open
         atac_blocks.append(sparse.csr_matrix(open_.astype(np.float32)))
 
-    branch_names = np.array(["trunk", "branch1", "branch2"])
-    labels = branch_names[branch]
-    # early/late thirds of each segment as milestone labels
-    seg_start = np.where(branch == 0, 0.0, branch_point)
-    seg_len = np.where(branch == 0, branch_point, 1 - branch_point)
-    third = np.minimum(((t - seg_start) / seg_len * 3).astype(int), 2)
-    milestone = np.char.add(
-        np.char.add(labels.astype(str), "_"), np.array(["early", "mid", "late"])[third]
-    )
-
     def obs(prefix: str) -> pd.DataFrame:
-        return pd.DataFrame(
-            {
-                "pseudotime": t,
-                "branch": pd.Categorical(labels, categories=branch_names),
-                "milestone": pd.Categorical(milestone),
-            },
-            index=[f"{prefix}{i}" for i in range(n_cells)],
-        )
+        return _trajectory_obs(t, branch, branch_point, [f"{prefix}{i}" for i in range(n_cells)])
 
     genes = pd.Index([f"gene{i}" for i in range(n_genes)])
     linked = np.flatnonzero(gene_of_peak >= 0)
@@ -151,3 +134,25 @@ def synthetic_trajectory(
     atac = AnnData(X=sparse.vstack(atac_blocks, format="csr"), obs=obs("atac"), var=peaks)
     atac.uns["gene_annotation"] = annotation
     return MuData({"rna": rna, "atac": atac})
+
+
+def _trajectory_obs(
+    t: np.ndarray, branch: np.ndarray, branch_point: float, names: list[str]
+) -> pd.DataFrame:
+    """True pseudotime, branch and milestone (early/mid/late third of each segment)."""
+    branch_names = np.array(["trunk", "branch1", "branch2"])
+    labels = branch_names[branch]
+    seg_start = np.where(branch == 0, 0.0, branch_point)
+    seg_len = np.where(branch == 0, branch_point, 1 - branch_point)
+    third = np.minimum(((t - seg_start) / seg_len * 3).astype(int), 2)
+    milestone = np.char.add(
+        np.char.add(labels.astype(str), "_"), np.array(["early", "mid", "late"])[third]
+    )
+    return pd.DataFrame(
+        {
+            "pseudotime": t,
+            "branch": pd.Categorical(labels, categories=branch_names),
+            "milestone": pd.Categorical(milestone),
+        },
+        index=names,
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -42,6 +43,7 @@ def foscttm(
             f"cell), got {x.shape} and {y.shape}."
         )
     v.check_positive_int(chunk_size, argname="chunk_size")
+    v.boolean(per_cell, "per_cell")
     n = x.shape[0]
     y_sq = np.einsum("ij,ij->i", y, y)
     # true-partner distances from the same expansion as the chunks, so ties compare exactly
@@ -89,18 +91,23 @@ def label_transfer_accuracy(
     -------
     ``{"accuracy", "macro_f1", "balanced_accuracy", "n_scored"}``.
     """
-    true = pd.Series(np.asarray(true_labels, dtype=object).ravel())
-    pred = pd.Series(np.asarray(predicted_labels, dtype=object).ravel())
+    true = _label_vector(true_labels, "true_labels")
+    pred = _label_vector(predicted_labels, "predicted_labels")
     if len(true) != len(pred):
         raise ValueError(
-            f"`true_labels` and `predicted_labels` differ in length ({len(true)} vs {len(pred)})."
+            f"`true_labels` and `predicted_labels` differ in length ({len(true)} vs {len(pred)}); "
+            "pass one predicted label per query cell, in the same order."
         )
-    keep = true.notna() & ~true.isin(list(exclude))
+    keep = true.notna() & ~true.isin(list(_label_vector(exclude, "exclude")))
     if reference_labels is not None:
-        keep &= true.astype(str).isin({str(label) for label in reference_labels})
+        reference = _label_vector(reference_labels, "reference_labels")
+        keep &= true.astype(str).isin({str(label) for label in reference})
     true, pred = true[keep].astype(str).to_numpy(), pred[keep].astype(str).to_numpy()
     if true.size == 0:
-        raise ValueError("No query cell is left to score after the exclusions.")
+        raise ValueError(
+            "No query cell is left to score: every true label is missing, listed in `exclude` "
+            "or absent from `reference_labels`; pass fewer exclusions."
+        )
     classes = np.unique(true)
     recall = [(pred[true == c] == c).mean() for c in classes]
     return {
@@ -109,3 +116,16 @@ def label_transfer_accuracy(
         "balanced_accuracy": float(np.mean(recall)),
         "n_scored": int(true.size),
     }
+
+
+def _label_vector(values: Any, argname: str) -> pd.Series:
+    """A 1-d sequence of labels (a single string or number is refused, not split)."""
+    if not isinstance(values, str | bytes) and isinstance(values, Iterable):
+        if not hasattr(values, "shape"):  # a set, a dict's keys, a generator
+            values = list(values)
+    if isinstance(values, str | bytes) or np.ndim(values) == 0:
+        raise ValueError(
+            f"`{argname}` must be a list or array of labels (one per cell), got {values!r:.80}; "
+            "pass e.g. `adata.obs['cell_type']` or `['unknown']`."
+        )
+    return pd.Series(np.asarray(values, dtype=object).ravel())

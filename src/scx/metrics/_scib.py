@@ -73,5 +73,6 @@ def silhouette_label(X: np.ndarray, labels, *, rescale: bool = True) -> float:
     :func:`scib_metrics.silhouette_label`.
     """
     X, codes = _inputs(X, labels, "labels")
+    v.boolean(rescale, "rescale")
     scib = _scib()
     return float(scib.silhouette_label(X, codes, rescale=rescale))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -128,7 +127,6 @@ class PORTAL(MultiModalModelBase):
     _module_cls = PORTALModule
     _training_plan_cls = AdversarialTrainingPlan
     _setting_checks: ClassVar[dict[str, Any]] = {
-        "n_latent": v.positive_int(),
         "n_hidden": v.positive_int(),
         "lambda_cos": v.one_or_sequence_of(v.weight),
         "lambda_ae": v.weight,
@@ -136,29 +134,30 @@ class PORTAL(MultiModalModelBase):
         "lambda_gan": v.weight,
         "boundary": v.positive,
         "warmup_steps": v.positive_int(minimum=0),
-        "init_std": v.optional(v.positive),
-        "max_epochs": v.optional(v.positive_int()),
-        "max_steps": v.optional(v.positive_int()),
         "batch_size": v.positive_int(),
         "steps_per_epoch": v.positive_int(),
-        "lr": v.positive,
-        "replacement": v.boolean,
+    }
+    # one layer / one embedding / one batch column for all datasets (no per-dataset dict)
+    _data_checks: ClassVar[dict[str, Any]] = {
+        "layer": v.optional(v.name("one layer name for all datasets, or None for `.X`")),
+        "use_rep": v.optional(v.name("one `.obsm` key shared by all datasets")),
+        "batch_key": v.optional(v.name("the `.obs` column naming each cell's dataset")),
     }
 
     # ------------------------------------------------------------------ inputs
     @classmethod
     def _check_inputs(
         cls,
-        data: AnnData | MuData,
+        data,
         *,
         settings: Mapping[str, Any],
-        modalities: Sequence[str] | None = None,
-        batch_key: str | None = None,
-        use_rep: str | None = None,
-        layer: str | None = None,
-        n_top_genes: int = 4000,
-        genes: Sequence[str] | None = None,
-        n_pcs: int = 30,
+        modalities,
+        batch_key,
+        use_rep,
+        layer,
+        n_top_genes,
+        genes,
+        n_pcs,
     ) -> None:
         """Every check of the data and data arguments, before any work."""
         if settings.get("max_epochs") is not None and settings.get("max_steps") is not None:
@@ -196,15 +195,9 @@ class PORTAL(MultiModalModelBase):
                 X = v.get_matrix(adata, layer, argname="layer")
                 v.check_counts(X, argname=f"{where} (layer={layer!r})")
             _check_genes(datasets, genes)
-        batch_size = settings.get("batch_size")
-        if batch_size is None:  # not given: the default of ``train``
-            batch_size = inspect.signature(cls.train).parameters["batch_size"].default
-        small = {name: a.n_obs for name, a in datasets.items() if a.n_obs < batch_size}
-        if small:
-            raise ValueError(
-                f"Datasets {small} have fewer cells than the mini-batch `batch_size={batch_size}`; "
-                f"pass `batch_size` ≤ {min(small.values())} (or leave those datasets out)."
-            )
+        v.check_batch_size_fits(
+            settings["batch_size"], {name: a.n_obs for name, a in datasets.items()}
+        )
 
     @classmethod
     def _fit_inputs(
@@ -362,7 +355,7 @@ class PORTAL(MultiModalModelBase):
         seed: int = 0,
     ):
         super().__init__(adata)
-        self.check_settings(**{k: val for k, val in locals().items() if k != "self"})
+        self._settings(locals())
         #: datasets in integration order (the reference first)
         self.domains_ = domain_order(self.modalities, reference, order)
         n_stages = len(self.domains_) - 1
@@ -439,15 +432,9 @@ class PORTAL(MultiModalModelBase):
             Lightning/scvi-tools trainer options (``strategy``, ``precision``, …);
             ``precision="bf16-mixed"`` speeds up CPUs and GPUs with bfloat16 units.
         """
-        settings = {k: val for k, val in locals().items() if k not in ("self", "trainer_kwargs")}
-        self.check_settings(**settings)
+        settings = self._settings(locals())
         seed = self.seed if seed is None else seed
-        small = {m: s.n_obs for m, s in self.sources.items() if s.n_obs < batch_size}
-        if small:
-            raise ValueError(
-                f"Datasets {small} have fewer cells than the mini-batch `batch_size={batch_size}`; "
-                f"pass `batch_size` ≤ {min(small.values())}."
-            )
+        v.check_batch_size_fits(batch_size, {m: s.n_obs for m, s in self.sources.items()})
         n_cells = sum(s.n_obs for s in self.sources.values())
         default = ("steps", 1000 if n_cells < LONG_SCHEDULE_CELLS else 2000)
         if max_steps is not None:
@@ -458,8 +445,6 @@ class PORTAL(MultiModalModelBase):
         # every dataset integrated so far in the reference space: needed from stage 2 on only
         # (with two datasets the reference trains on its own inputs, no copy)
         reference_space = None
-        history = self.history_ if self.is_trained_ else None
-        self.is_trained_ = False
         for stage in range(n_stages):
             self.module.set_active_stage(stage)
             plan = self._training_plan_cls(self.module, lr=lr)
@@ -479,24 +464,20 @@ class PORTAL(MultiModalModelBase):
                 max_steps=max_steps,
                 default=default,
                 seed=seed + stage,
-                stage=f"stage {stage + 1}/{n_stages}",
+                stage=stage + 1,
+                n_stages=n_stages,
                 **common,
             )
-            history = self._concat_history(history, _with_stage(self.history_, stage + 1))
             if stage + 1 < n_stages:
                 reference_space = self._integrate(stage, reference_space)
         self.module.set_active_stage(n_stages - 1)
         self.module.requires_grad_(True)
-        self.history_ = history
-        self.is_trained_ = True
         self.module.eval()
         self._record_train(
+            settings,
             max_epochs=epochs,
             max_steps=steps,
-            batch_size=batch_size,
             steps_per_epoch=steps_per_epoch,
-            lr=lr,
-            replacement=replacement,
             seed=seed,
         )
 
@@ -708,16 +689,6 @@ class PORTAL(MultiModalModelBase):
 
 
 # ---------------------------------------------------------------------------- helpers
-def _with_stage(history: dict | None, stage: int) -> dict:
-    """A stage's history with a ``stage`` column (one row per epoch)."""
-    history = dict(history or {})
-    if history:
-        n = len(next(iter(history.values())))
-        history["stage"] = pd.DataFrame({"stage": np.full(n, float(stage))})
-        history["stage"].index.name = "epoch"
-    return history
-
-
 def _datasets(
     data: Any, modalities: Sequence[str] | None, batch_key: str | None
 ) -> dict[str, AnnData]:

@@ -24,9 +24,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from scvi import REGISTRY_KEYS
-from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torch import nn
 
+from scx.base import ModuleBase
 from scx.nn import MLP
 
 REFERENCE, QUERY = "reference", "query"
@@ -49,7 +49,7 @@ class PortalStage(nn.Module):
         self.generators = nn.ModuleList(MLP(n_latent, n_input, [n_hidden]) for _ in range(2))
 
 
-class PORTALModule(BaseModuleClass):
+class PORTALModule(ModuleBase):
     """Portal's encoders, generators and boundary-limited discriminators.
 
     Parameters
@@ -265,25 +265,3 @@ class PORTALModule(BaseModuleClass):
         }
 
     # ------------------------------------------------------------------ scvi-tools API
-    def _get_inference_input(self, tensors: dict[str, torch.Tensor], **kwargs) -> dict:
-        return {"x": tensors[REGISTRY_KEYS.X_KEY]}
-
-    @auto_move_data
-    def inference(self, x: torch.Tensor, modality: int = 0) -> dict[str, torch.Tensor]:
-        """Harmonised latent of a batch of cells of dataset ``modality``."""
-        return {"z": self.embed(x, modality)}
-
-    def _get_generative_input(self, tensors, inference_outputs, **kwargs) -> dict:
-        return {}
-
-    def generative(self) -> dict:
-        """Not used: translations go through :meth:`translate`."""
-        return {}
-
-    def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
-        """Not used: Portal's losses need both domains' batches (see :meth:`training_loss`)."""
-        raise NotImplementedError("Use `forward_step`, `discriminator_loss` and `training_loss`.")
-
-    def sample(self, *args, **kwargs):
-        """Not available: Portal is not a probabilistic generative model."""
-        raise NotImplementedError("Portal has no likelihood to sample from.")

@@ -53,11 +53,6 @@ modality=dataset)`` work from counts.
 
 {parameters}
 
-Returns
--------
-The trained model (``model.get_translated(...)``, ``model.get_translated_expression(...)``), or
-with ``copy=True`` the new AnnData/MuData holding the results.
-
 Examples
 --------
 >>> model = scx.tl.portal(adata, batch_key="batch")

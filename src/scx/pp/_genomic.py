@@ -22,7 +22,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import anndata as ad
 import numpy as np
@@ -179,6 +179,23 @@ def _coerce_positions(values: pd.Series, column: str) -> np.ndarray:
     return num.to_numpy(dtype=np.int64)
 
 
+def check_annotation(annotation: Any) -> None:
+    """Check that ``annotation`` is a DataFrame or the path of an existing file.
+
+    Cheap (the file is not read), so a tool can refuse a wrong annotation before any work.
+    """
+    if isinstance(annotation, pd.DataFrame):
+        return
+    if not isinstance(annotation, str | os.PathLike) or not str(annotation):
+        raise ValueError(
+            f"`annotation` must be a DataFrame or a file path, got {type(annotation).__name__}. "
+            + _annotation_help()
+        )
+    path = Path(annotation)
+    if not path.is_file():
+        raise ValueError(f"`annotation`: file {str(path)!r} does not exist. {_annotation_help()}")
+
+
 def read_annotation(annotation: pd.DataFrame | str | os.PathLike) -> pd.DataFrame:
     """Read and normalise a gene annotation.
 
@@ -210,14 +227,13 @@ def read_annotation(annotation: pd.DataFrame | str | os.PathLike) -> pd.DataFram
         If the input is of the wrong type, the file is missing or unreadable, required columns are
         missing, or coordinates/strands are invalid.
     """
+    check_annotation(annotation)
     if isinstance(annotation, pd.DataFrame):
         df = annotation
         source = "the DataFrame"
-    elif isinstance(annotation, str | os.PathLike):
+    else:
         path = Path(annotation)
         source = repr(str(path))
-        if not path.is_file():
-            raise ValueError(f"`annotation`: file {source} does not exist. {_annotation_help()}")
         if _is_gtf(path):
             df = _read_gtf(path)
         else:
@@ -228,11 +244,6 @@ def read_annotation(annotation: pd.DataFrame | str | os.PathLike) -> pd.DataFram
                     f"`annotation`: could not read {source} as a tab-separated table ({err}). "
                     + _annotation_help()
                 ) from err
-    else:
-        raise ValueError(
-            f"`annotation` must be a DataFrame or a file path, got {type(annotation).__name__}. "
-            + _annotation_help()
-        )
 
     missing = [c for c in _REQUIRED_ANNOTATION_COLUMNS if c not in df.columns]
     if missing:
@@ -734,6 +745,34 @@ def peak_gene_prior(
 # --------------------------------------------------------------------------------------------
 # Gene activity
 # --------------------------------------------------------------------------------------------
+
+
+def _gene_var(
+    ann: pd.DataFrame, all_genes: pd.Index, gene_index: pd.Index, n_peaks: np.ndarray
+) -> pd.DataFrame:
+    """``var`` of a gene-activity matrix: the genes' coordinates and their number of peaks."""
+    ann_row = all_genes.get_indexer(gene_index)
+    found = ann_row >= 0
+    sub = ann.iloc[np.where(found, ann_row, 0)]
+    var = pd.DataFrame(index=pd.Index(gene_index).rename(None))
+    var["chrom"] = pd.Categorical(np.where(found, sub["chrom"].to_numpy(dtype=object), None))
+    if found.all():
+        var["start"] = sub["start"].to_numpy()
+        var["end"] = sub["end"].to_numpy()
+        var["strand"] = sub["strand"].to_numpy()
+    else:
+        # Nullable dtypes keep genes that are missing from the annotation without float casts.
+        var["start"] = pd.array(np.where(found, sub["start"], 0), dtype="Int64")
+        var["end"] = pd.array(np.where(found, sub["end"], 0), dtype="Int64")
+        var["strand"] = pd.array(np.where(found, sub["strand"], 0), dtype="Int8")
+        for col in ("start", "end", "strand"):
+            var.loc[~found, col] = pd.NA
+    var["gene_id"] = np.where(found, sub["gene_id"].to_numpy(dtype=object), "")
+    var["n_peaks"] = n_peaks.astype(np.int64)
+
+    return var
+
+
 def gene_activity(
     atac: ad.AnnData,
     annotation: pd.DataFrame | str | os.PathLike,
@@ -841,25 +880,7 @@ def gene_activity(
     activity.sort_indices()
 
     # ---- output --------------------------------------------------------------------------
-    ann_row = all_genes.get_indexer(gene_index)
-    found = ann_row >= 0
-    sub = ann.iloc[np.where(found, ann_row, 0)]
-    var = pd.DataFrame(index=pd.Index(gene_index).rename(None))
-    var["chrom"] = pd.Categorical(np.where(found, sub["chrom"].to_numpy(dtype=object), None))
-    if found.all():
-        var["start"] = sub["start"].to_numpy()
-        var["end"] = sub["end"].to_numpy()
-        var["strand"] = sub["strand"].to_numpy()
-    else:
-        # Nullable dtypes keep genes that are missing from the annotation without float casts.
-        var["start"] = pd.array(np.where(found, sub["start"], 0), dtype="Int64")
-        var["end"] = pd.array(np.where(found, sub["end"], 0), dtype="Int64")
-        var["strand"] = pd.array(np.where(found, sub["strand"], 0), dtype="Int8")
-        for col in ("start", "end", "strand"):
-            var.loc[~found, col] = pd.NA
-    var["gene_id"] = np.where(found, sub["gene_id"].to_numpy(dtype=object), "")
-    var["n_peaks"] = n_peaks.astype(np.int64)
-
+    var = _gene_var(ann, all_genes, gene_index, n_peaks)
     params = clean_params(
         {
             "annotation": "DataFrame" if isinstance(annotation, pd.DataFrame) else str(annotation),

@@ -134,7 +134,6 @@ class SCDART(MultiModalModelBase):
     _training_plan_cls = LossTrainingPlan
     _data_init_args = ("prior",)
     _setting_checks: ClassVar[dict[str, Callable]] = {
-        "n_latent": v.positive_int(),
         "n_hidden_gene_activity": v.sequence_of(v.positive_int()),
         "n_hidden_encoder": v.sequence_of(v.positive_int()),
         "lambda_dist": v.weight,
@@ -147,11 +146,7 @@ class SCDART(MultiModalModelBase):
         "atac_transform": v.choice("binary", "none"),
         "anchors": _anchors_check,
         "init_from_prior": v.boolean,
-        "max_epochs": v.optional(v.positive_int()),
-        "max_steps": v.optional(v.positive_int()),
         "batch_size": _batch_size_check,
-        "lr": v.positive,
-        "steps_per_epoch": v.optional(v.positive_int()),
         "ts": v.sequence_of(v.positive_int(), min_length=1),
         "diffusion_neighbors": v.positive_int(),
         "n_diffusion_components": v.positive_int(),
@@ -179,18 +174,20 @@ class SCDART(MultiModalModelBase):
     @classmethod
     def _check_inputs(
         cls,
-        data: MuData,
+        data,
         *,
         settings: Mapping[str, Any],
-        modalities: Sequence[str] = ("rna", "atac"),
-        prior: PriorLike | None = None,
-        annotation: pd.DataFrame | str | os.PathLike | None = None,
-        prior_kwargs: dict | None = None,
-        layer: str | dict[str, str | None] | None = None,
+        modalities,
+        prior,
+        annotation,
+        prior_kwargs,
+        layer,
     ) -> None:
         """Every check of the data, the data arguments and the data-dependent settings."""
         v.check_mudata(data, argname="data")
-        rna, atac = _two_modalities(modalities)
+        rna, atac = v.check_modality_names(
+            modalities, roles="the RNA and the ATAC modality, e.g. ('rna', 'atac')"
+        )
         layers = v.check_per_modality(layer, [rna, atac], argname="layer")
         adatas = {
             rna: v.check_modality(data, rna, argname="modalities[0]"),
@@ -209,7 +206,7 @@ class SCDART(MultiModalModelBase):
         if prior is not None:  # cheap to resolve; an annotation is resolved when fitting
             resolve_prior(prior, None, adatas[rna], adatas[atac], rna_name=rna, atac_name=atac)
         _anchor_masks(settings.get("anchors"), adatas)
-        _check_batch_sizes(settings.get("batch_size"), adatas)
+        v.check_batch_size_fits(settings["batch_size"], {m: a.n_obs for m, a in adatas.items()})
 
     @classmethod
     def _fit_inputs(
@@ -245,7 +242,9 @@ class SCDART(MultiModalModelBase):
         layer
             Layer with counts, once for both or ``{modality: layer}``; ``None`` uses ``.X``.
         """
-        rna, atac = _two_modalities(modalities)
+        rna, atac = v.check_modality_names(
+            modalities, roles="the RNA and the ATAC modality, e.g. ('rna', 'atac')"
+        )
         layers = v.check_per_modality(layer, [rna, atac], argname="layer")
         matrix = resolve_prior(
             prior,
@@ -323,7 +322,7 @@ class SCDART(MultiModalModelBase):
         seed: int = 0,
     ):
         super().__init__(mdata)
-        self.check_settings(**{k: val for k, val in locals().items() if k != "self"})
+        self._settings(locals())
         if len(self.modalities) != 2:
             raise ValueError(
                 f"scDART needs exactly two modalities (RNA, then ATAC), got {self.modalities}."
@@ -424,11 +423,10 @@ class SCDART(MultiModalModelBase):
         **trainer_kwargs
             Lightning/scvi-tools trainer options (``strategy``, ``precision``, …).
         """
-        settings = {k: val for k, val in locals().items() if k not in ("self", "trainer_kwargs")}
-        self.check_settings(**settings)
+        settings = self._settings(locals())
         seed = self.seed if seed is None else seed
         batch_size = self.default_batch_size() if batch_size is None else batch_size
-        _check_batch_sizes(batch_size, {m: self.modality_adata(m) for m in self.modalities})
+        v.check_batch_size_fits(batch_size, {m: s.n_obs for m, s in self.sources.items()})
         diffusion = self._diffusion_geometry(
             list(ts), diffusion_neighbors, n_diffusion_components, diffusion_n_pcs, seed
         )
@@ -447,8 +445,6 @@ class SCDART(MultiModalModelBase):
             load_sparse_tensor=True,
         )
         plan = self._training_plan_cls(self.module, lr=lr)
-        previous = self.history_ if self.is_trained_ else None
-        self.is_trained_ = False
         with warnings.catch_warnings():
             # scvi builds the sparse mini-batches on purpose; torch's notes about them are noise
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
@@ -464,19 +460,14 @@ class SCDART(MultiModalModelBase):
                 devices=devices,
                 trainer_kwargs=trainer_kwargs,
             )
-        self.history_ = self._concat_history(previous, self.history_)
-        self.is_trained_ = True
         self.recalibrate_batch_norm(datamodule.batch_size, seed=seed)
         self._record_train(
+            settings,
             max_epochs=epochs,
             max_steps=steps,
             batch_size=batch_size,
-            lr=lr,
             steps_per_epoch=datamodule.n_batches(),
             ts=list(ts),
-            diffusion_neighbors=diffusion_neighbors,
-            n_diffusion_components=n_diffusion_components,
-            diffusion_n_pcs=diffusion_n_pcs,
             seed=seed,
         )
 
@@ -646,24 +637,6 @@ class SCDART(MultiModalModelBase):
 
 
 # ---------------------------------------------------------------------------- helpers
-def _two_modalities(modalities: Any) -> tuple[str, str]:
-    if (
-        isinstance(modalities, str)
-        or not isinstance(modalities, Sequence)
-        or len(modalities) != 2
-        or not all(isinstance(m, str) for m in modalities)
-    ):
-        raise ValueError(
-            f"`modalities` must name the RNA and the ATAC modality, e.g. ('rna', 'atac'); got "
-            f"{modalities!r}."
-        )
-    if modalities[0] == modalities[1]:
-        raise ValueError(
-            f"`modalities` must be two different modalities, got {modalities[0]!r} twice."
-        )
-    return modalities[0], modalities[1]
-
-
 def _names(cells) -> list[str]:
     return [str(c) for c in np.asarray(list(cells), dtype=object)]
 
@@ -694,29 +667,6 @@ def _anchor_masks(anchors, adatas: Mapping[str, AnnData]) -> dict[str, np.ndarra
             )
         masks[m] = np.asarray(adata.obs_names.isin(cells))
     return masks
-
-
-def _check_batch_sizes(batch_size, adatas: Mapping[str, AnnData]) -> None:
-    """Every modality has at least ``batch_size`` cells (``None``: the default always fits)."""
-    if batch_size is None:
-        return
-    _batch_size_check(batch_size, "batch_size")
-    if isinstance(batch_size, Mapping):
-        sizes = v.check_per_modality(batch_size, list(adatas), argname="batch_size")
-        missing = [m for m, size in sizes.items() if size is None]
-        if missing:
-            raise ValueError(
-                f"`batch_size` has no entry for modalities {missing}; pass an int or a dict "
-                "with both modalities."
-            )
-    else:
-        sizes = dict.fromkeys(adatas, batch_size)
-    for m, adata in adatas.items():
-        if adata.n_obs < sizes[m]:
-            raise ValueError(
-                f"Modality {m!r} has {adata.n_obs} cells, fewer than `batch_size={sizes[m]}`; "
-                f"pass `batch_size` ≤ {adata.n_obs}."
-            )
 
 
 def _describe_annotation(annotation: Any) -> str | None:

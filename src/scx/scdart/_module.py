@@ -25,9 +25,9 @@ from itertools import pairwise
 
 import torch
 from scvi import REGISTRY_KEYS
-from scvi.module.base import BaseModuleClass, LossOutput
 from torch import nn
 
+from scx.base import ModuleBase
 from scx.nn import MLP
 
 #: The reference's 19 Gaussian-kernel bandwidths; ``sigma`` acts as a variance.
@@ -184,7 +184,7 @@ class SharedEncoder(nn.Module):
         return self.output(x)
 
 
-class SCDARTModule(BaseModuleClass):
+class SCDARTModule(ModuleBase):
     """scDART's gene-activity network, shared encoder and losses.
 
     Parameters
@@ -450,24 +450,3 @@ class SCDARTModule(BaseModuleClass):
         return total, terms
 
     # ------------------------------------------------------------------ scvi interface
-    def _get_inference_input(self, tensors: dict[str, torch.Tensor], **kwargs) -> dict:
-        return {"x": tensors[REGISTRY_KEYS.X_KEY]}
-
-    def inference(self, x: torch.Tensor, modality: int = 0) -> dict[str, torch.Tensor]:
-        """Latent of a batch of cells of modality number ``modality`` (0: RNA, 1: ATAC)."""
-        return {"z": self.embed(x, modality)}
-
-    def _get_generative_input(self, tensors, inference_outputs, **kwargs) -> dict:
-        return {}
-
-    def generative(self) -> dict:
-        """ScDART has no decoder."""
-        return {}
-
-    def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
-        """Not used: scDART's losses need a batch of both modalities (see ``training_loss``)."""
-        raise NotImplementedError("Use `forward_step` and `training_loss`.")
-
-    def sample(self, *args, **kwargs):
-        """Not available: scDART is not a probabilistic generative model."""
-        raise NotImplementedError("scDART has no likelihood to sample from.")

@@ -11,6 +11,7 @@ from scipy import sparse
 
 from scx import _validation as v
 from scx.pp import peak_gene_prior
+from scx.pp._genomic import check_annotation
 
 PriorLike = str | pd.DataFrame | np.ndarray | sparse.spmatrix | sparse.sparray
 
@@ -36,6 +37,8 @@ def check_prior_choice(prior, annotation, prior_kwargs) -> None:
             "`annotation` (a gene table or GTF, to build the prior with "
             f"`scx.pp.peak_gene_prior`); got {'both' if prior is not None else 'neither'}."
         )
+    if annotation is not None:
+        check_annotation(annotation)
     if prior_kwargs is not None and annotation is None:
         raise ValueError(
             "`prior_kwargs` only applies with `annotation=` (they are settings of "

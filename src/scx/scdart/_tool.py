@@ -96,10 +96,6 @@ Every input is checked before any work; nothing is written unless training succe
 
 {parameters}
 
-Returns
--------
-The trained model, or with ``copy=True`` the new MuData holding the results.
-
 Examples
 --------
 >>> model = scx.tl.scdart(mdata, modalities=("rna", "atac"), prior="gene_region")

@@ -20,6 +20,7 @@ from scx._neighbors import knn, vote
 from scx.base import MultiModalModelBase
 from scx.data import ModalitySource
 from scx.pp import apply_transform, gene_activity_transform, peak_coordinates, peak_gene_prior
+from scx.pp._genomic import check_annotation
 from scx.pp._shared_pca import fit_shared_pca
 from scx.train import LossTrainingPlan
 
@@ -112,7 +113,6 @@ class SCJOINT(MultiModalModelBase):
     _training_plan_cls = LossTrainingPlan
     _data_init_args = ("reference",)
     _setting_checks: ClassVar[dict[str, Any]] = {
-        "n_latent": v.positive_int(),
         "n_hidden": v.optional(v.sequence_of(v.positive_int())),
         "input_transform": v.choice("binary", "log1p", "none"),
         "n_pcs": v.optional(v.positive_int()),
@@ -124,37 +124,31 @@ class SCJOINT(MultiModalModelBase):
         "l1_weight": v.weight,
         "dropout": v.number(low=0, high=0.95),
         "n_neighbors": v.positive_int(),
-        "max_epochs": v.optional(v.positive_int()),
-        "max_steps": v.optional(v.positive_int()),
         "stage3_epochs": v.optional(v.positive_int(minimum=0)),
-        "lr": v.positive,
         "lr_stage3": v.optional(v.positive),
         "lr_decay_epochs": v.positive_int(),
-        "batch_size": v.positive_int(minimum=2),
-        "steps_per_epoch": v.optional(v.positive_int()),
         "stage3_init": v.choice("fresh", "warm"),
         "pseudo_label_min_confidence": v.fraction(low_open=False),
-        "replacement": v.boolean,
-        "train_size": v.fraction(),
-        "validation_size": v.optional(v.fraction(low_open=False)),
     }
 
     # ------------------------------------------------------------------ inputs
     @classmethod
     def _check_inputs(
         cls,
-        data: MuData,
+        data,
         *,
         settings: Mapping[str, Any],
-        modalities: Sequence[str] = ("rna", "atac"),
-        labels_key: str = "cell_type",
-        layer: str | dict[str, str | None] | None = None,
-        annotation: pd.DataFrame | str | os.PathLike | None = None,
-        gene_activity_kwargs: dict | None = None,
+        modalities,
+        labels_key,
+        layer,
+        annotation,
+        gene_activity_kwargs,
     ) -> None:
         """Every check of the data and data arguments, before any work."""
         v.check_mudata(data, argname="data")
-        rna, atac = _two_modalities(modalities)
+        rna, atac = v.check_modality_names(
+            modalities, roles="the RNA (labelled) and ATAC (query) modalities, e.g. ('rna', 'atac')"
+        )
         layers = v.check_per_modality(layer, [rna, atac], argname="layer")
         rna_adata = v.check_modality(data, rna, argname="modalities[0]")
         atac_adata = v.check_modality(data, atac, argname="modalities[1]")
@@ -166,6 +160,8 @@ class SCJOINT(MultiModalModelBase):
             v.check_unique_names(adata, where=f"Modality {name!r}")
             X = v.get_matrix(adata, layers[name], argname="layer")
             v.check_counts(X, argname=f"data.mod[{name!r}] (layer={layers[name]!r})")
+        if annotation is not None:
+            check_annotation(annotation)
         if gene_activity_kwargs is not None and annotation is None:
             raise ValueError(
                 "`gene_activity_kwargs` only applies with `annotation=` (peaks → gene activity); "
@@ -173,13 +169,11 @@ class SCJOINT(MultiModalModelBase):
             )
         if annotation is None and not len(rna_adata.var_names.intersection(atac_adata.var_names)):
             raise ValueError(_no_shared_genes_message(rna, atac, rna_adata, atac_adata))
-        batch_size = settings["batch_size"]
-        for name, adata in ((rna, rna_adata), (atac, atac_adata)):
-            if adata.n_obs < batch_size:
-                raise ValueError(
-                    f"Modality {name!r} has {adata.n_obs} cells, fewer than `batch_size="
-                    f"{batch_size}`; pass `batch_size` ≤ {adata.n_obs}."
-                )
+        v.check_batch_size_fits(
+            settings["batch_size"],
+            {rna: rna_adata.n_obs, atac: atac_adata.n_obs},
+            train_size=settings["train_size"],
+        )
 
     @classmethod
     def _fit_inputs(
@@ -213,7 +207,9 @@ class SCJOINT(MultiModalModelBase):
         gene_activity_kwargs
             Region settings of :func:`scx.pp.peak_gene_prior` (e.g. ``upstream``).
         """
-        rna, atac = _two_modalities(modalities)
+        rna, atac = v.check_modality_names(
+            modalities, roles="the RNA (labelled) and ATAC (query) modalities, e.g. ('rna', 'atac')"
+        )
         layers = v.check_per_modality(layer, [rna, atac], argname="layer")
         rna_adata, atac_adata = data.mod[rna], data.mod[atac]
         transforms = {}
@@ -328,7 +324,7 @@ class SCJOINT(MultiModalModelBase):
         seed: int = 0,
     ):
         super().__init__(mdata)
-        self.check_settings(**{k: val for k, val in locals().items() if k != "self"})
+        self._settings(locals())
         self._check_modality(reference, "reference")
         self.reference = reference
         self.queries = [m for m in self.modalities if m != reference]
@@ -446,62 +442,41 @@ class SCJOINT(MultiModalModelBase):
         **trainer_kwargs
             Lightning/scvi-tools trainer options (``strategy``, ``precision``, …).
         """
-        settings = {k: val for k, val in locals().items() if k not in ("self", "trainer_kwargs")}
-        self.check_settings(**settings)
+        settings = self._settings(locals())
         seed = self.seed if seed is None else seed
         if steps_per_epoch is None:
             n_query = sum(self.sources[m].n_obs for m in self.queries)
             steps_per_epoch = max(1, n_query // batch_size)
-
-        def datamodule(sources=None, stage_seed=seed):
-            return self._make_datamodule(
-                batch_size,
-                seed=stage_seed,
-                sources=sources,
-                train_size=train_size,
-                validation_size=validation_size,
-                steps_per_epoch=steps_per_epoch,
-                replacement=replacement,
-            )
-
-        common = {"accelerator": accelerator, "devices": devices, "trainer_kwargs": trainer_kwargs}
+        lr_stage3 = lr if lr_stage3 is None else lr_stage3
         if self.module.needs_input_projection:
             self._fit_input_projection(seed)
-        previous = self.history_ if self.is_trained_ else None
-        self.is_trained_ = False
-        plan = self._training_plan_cls(
-            self.module,
-            optimizer="sgd",
-            lr=lr,
-            lr_decay_epochs=lr_decay_epochs,
-            epoch_extras={"stage": 1.0},
-        )
-        self._set_stage(1)
-        epochs, steps = self._fit(
-            plan,
-            datamodule(),
+
+        options = {
+            "batch_size": batch_size,
+            "train_size": train_size,
+            "validation_size": validation_size,
+            "steps_per_epoch": steps_per_epoch,
+            "replacement": replacement,
+            "lr_decay_epochs": lr_decay_epochs,
+            "accelerator": accelerator,
+            "devices": devices,
+            "trainer_kwargs": trainer_kwargs,
+        }
+        epochs, steps = self._train_stage(
+            1,
+            None,
+            seed,
+            lr,
             max_epochs=max_epochs,
             max_steps=max_steps,
             default=("epochs", 20),
-            seed=seed,
-            stage="stage 1",
-            **common,
+            **options,
         )
-        history = self._concat_history(previous, self.history_)
         stage3_epochs = epochs if stage3_epochs is None else stage3_epochs
         if stage3_epochs > 0:
             pseudo = self._pseudo_labels(pseudo_label_min_confidence, seed)
             if stage3_init == "fresh":
                 self.module.reset_parameters(torch.Generator().manual_seed(seed + 1))
-            self.is_trained_ = False
-            plan = self._training_plan_cls(
-                self.module,
-                optimizer="sgd",
-                lr=lr if lr_stage3 is None else lr_stage3,
-                lr_decay_epochs=lr_decay_epochs,
-                epoch_extras={"stage": 3.0},
-            )
-            self._set_stage(3)
             sources = {
                 m: ModalitySource(
                     s.manager,
@@ -510,42 +485,59 @@ class SCJOINT(MultiModalModelBase):
                 )
                 for m, s in self.sources.items()
             }
-            self._fit(
-                plan,
-                datamodule(sources, seed + 1),
+            self._train_stage(
+                3,
+                sources,
+                seed + 1,
+                lr_stage3,
                 max_epochs=stage3_epochs,
                 max_steps=None,
                 default=("epochs", stage3_epochs),
-                seed=seed + 1,
-                stage="stage 3",
-                **common,
+                **options,
             )
-            history = self._concat_history(history, self.history_)
-        self.history_ = history
-        self.is_trained_ = True
-        self.module.eval()
         self._record_train(
+            settings,
             max_epochs=epochs,
             max_steps=steps,
             stage3_epochs=stage3_epochs,
-            lr=lr,
-            lr_stage3=lr if lr_stage3 is None else lr_stage3,
-            lr_decay_epochs=lr_decay_epochs,
-            batch_size=batch_size,
+            lr_stage3=lr_stage3,
             steps_per_epoch=steps_per_epoch,
-            stage3_init=stage3_init,
-            pseudo_label_min_confidence=pseudo_label_min_confidence,
-            replacement=replacement,
-            train_size=train_size,
-            validation_size=validation_size,
             seed=seed,
         )
 
-    def _set_stage(self, stage: int) -> None:
+    def _train_stage(
+        self,
+        stage: int,
+        sources: dict[str, ModalitySource] | None,
+        seed: int,
+        lr: float,
+        *,
+        batch_size: int,
+        train_size: float,
+        validation_size: float | None,
+        steps_per_epoch: int,
+        replacement: bool,
+        lr_decay_epochs: int,
+        **fit_options,
+    ) -> tuple[int, int]:
+        """One SGD stage (1 or 3) on ``sources``; returns the epochs and steps trained."""
         if isinstance(self.module.centers, torch.nn.Parameter):
             # centres only enter the stage-3 loss; a parameter without gradient in stage 1
             # would stall distributed data parallel's gradient reduction
             self.module.centers.requires_grad_(stage == 3)
+        plan = self._training_plan_cls(
+            self.module, optimizer="sgd", lr=lr, lr_decay_epochs=lr_decay_epochs
+        )
+        datamodule = self._make_datamodule(
+            batch_size,
+            seed=seed,
+            sources=sources,
+            train_size=train_size,
+            validation_size=validation_size,
+            steps_per_epoch=steps_per_epoch,
+            replacement=replacement,
+        )
+        return self._fit(plan, datamodule, seed=seed, stage=stage, **fit_options)
 
     def _fit_input_projection(self, seed: int) -> None:
         """Fit the shared PCA of the transformed, per-modality standardised genes."""
@@ -610,6 +602,7 @@ class SCJOINT(MultiModalModelBase):
         are turned into gene activity with the stored links. ``normalize`` L2-normalises each
         cell's embedding, as the reference writes it.
         """
+        v.boolean(normalize, "normalize")
         z = super().get_latent_representation(adata, modality, batch_size=batch_size)
         if not normalize:
             return z
@@ -695,24 +688,6 @@ class SCJOINT(MultiModalModelBase):
 
 
 # ---------------------------------------------------------------------------- helpers
-def _two_modalities(modalities: Any) -> tuple[str, str]:
-    if (
-        isinstance(modalities, str)
-        or not isinstance(modalities, Sequence)
-        or len(modalities) != 2
-        or not all(isinstance(m, str) for m in modalities)
-    ):
-        raise ValueError(
-            f"`modalities` must name the RNA (labelled) and ATAC (query) modalities, e.g. "
-            f"('rna', 'atac'); got {modalities!r}."
-        )
-    if modalities[0] == modalities[1]:
-        raise ValueError(
-            f"`modalities` must be two different modalities, got {modalities[0]!r} twice."
-        )
-    return modalities[0], modalities[1]
-
-
 def _no_shared_genes_message(rna: str, atac: str, rna_adata: AnnData, atac_adata: AnnData) -> str:
     try:
         peak_coordinates(atac_adata)

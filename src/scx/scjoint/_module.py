@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from scipy import sparse
 from scvi import REGISTRY_KEYS
-from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torch import nn
 
+from scx.base import ModuleBase
 from scx.nn import MLP
 
 InputTransform = Literal["binary", "log1p", "none"]
@@ -100,7 +100,7 @@ def l1_penalty(*modules: nn.Module) -> torch.Tensor:
     return torch.stack(terms).sum()
 
 
-class SCJOINTModule(BaseModuleClass):
+class SCJOINTModule(ModuleBase):
     """scJoint: shared encoder + classifier trained with NNDR, cosine and label losses.
 
     Parameters
@@ -331,25 +331,3 @@ class SCJOINTModule(BaseModuleClass):
         return total, terms
 
     # ------------------------------------------------------------------ scvi-tools API
-    def _get_inference_input(self, tensors: dict[str, torch.Tensor], **kwargs) -> dict:
-        return {"x": tensors[REGISTRY_KEYS.X_KEY]}
-
-    @auto_move_data
-    def inference(self, x: torch.Tensor, modality: int = 0) -> dict[str, torch.Tensor]:
-        """Embedding ``z`` and class logits of a batch of cells of modality ``modality``."""
-        return self._encode(x, modality)
-
-    def _get_generative_input(self, tensors, inference_outputs, **kwargs) -> dict:
-        return {}
-
-    def generative(self) -> dict:
-        """ScJoint has no generative part."""
-        return {}
-
-    def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
-        """Not used: scJoint's loss needs every modality's batch (see :meth:`training_loss`)."""
-        raise NotImplementedError("Use `forward_step` and `training_loss`.")
-
-    def sample(self, *args, **kwargs):
-        """Not available: scJoint is a discriminative model with no generative part."""
-        raise NotImplementedError("scJoint has no generative model to sample from.")

@@ -58,10 +58,6 @@ neighbours agree. ``**scx.scjoint.REFERENCE_SETTINGS`` switches all four back.
 
 {parameters}
 
-Returns
--------
-The trained model, or with ``copy=True`` the new MuData holding the results.
-
 Examples
 --------
 >>> model = scx.tl.scjoint(mdata, modalities=("rna", "atac"), labels_key="cell_type",

@@ -71,6 +71,11 @@ def _as_pairs(links: Any) -> tuple[list[tuple[str, str]], tuple[str, str] | None
     if isinstance(links, Mapping):
         pairs = []
         for key, value in links.items():
+            if not isinstance(value, str) and not isinstance(value, Iterable):
+                raise ValueError(
+                    f"`links[{key!r}]` must be a feature name or a list of feature names, got "
+                    f"{value!r}; pass e.g. {{'CD3': 'CD3E', 'CD8': ['CD8A', 'CD8B']}}."
+                )
             targets = [value] if isinstance(value, str) else list(value)
             pairs.extend((key, t) for t in targets)
         return pairs, None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -108,7 +107,6 @@ class SCMODAL(MultiModalModelBase):
     _data_init_args = ("links", "drop_missing_links")
     _setting_checks: ClassVar[dict[str, Callable]] = {
         "drop_missing_links": v.boolean,
-        "n_latent": v.positive_int(),
         "n_hidden": v.positive_int(),
         "lambda_gan": v.weight,
         "lambda_ae": v.weight,
@@ -117,18 +115,8 @@ class SCMODAL(MultiModalModelBase):
         "lambda_geo": v.weight,
         "n_neighbors": v.positive_int(),
         "standardize": v.boolean,
-        "init_std": v.optional(v.positive),
-        "max_epochs": v.optional(v.positive_int()),
-        "max_steps": v.optional(v.positive_int()),
-        "batch_size": v.positive_int(minimum=2),
         "steps_per_epoch": v.positive_int(),
-        "lr": v.positive,
-        "weight_decay": v.weight,
         "n_discriminator_steps": v.positive_int(),
-        "clip_norm": v.optional(v.positive),
-        "replacement": v.boolean,
-        "train_size": v.fraction(),
-        "validation_size": v.optional(v.fraction(low_open=False)),
     }
 
     @classmethod
@@ -146,19 +134,21 @@ class SCMODAL(MultiModalModelBase):
     @classmethod
     def _check_inputs(
         cls,
-        data: MuData,
+        data,
         *,
         settings: Mapping[str, Any],
-        modalities: Sequence[str] = ("rna", "prot"),
-        links: Links | None = None,
-        layer: str | dict[str, str | None] | None = None,
-        preprocess: bool = True,
-        n_top_features: int = 3000,
-        drop_missing_links: bool = False,
+        modalities,
+        links,
+        layer,
+        preprocess,
+        n_top_features,
+        drop_missing_links,
     ) -> None:
         """Every check of the data and data arguments, before any work."""
         v.check_mudata(data, argname="data")
-        names = _two_modalities(modalities)
+        names = v.check_modality_names(
+            modalities, roles="the two modalities to align, e.g. ('rna', 'prot')"
+        )
         adatas = {
             m: v.check_modality(data, m, argname=f"modalities[{k}]") for k, m in enumerate(names)
         }
@@ -183,11 +173,11 @@ class SCMODAL(MultiModalModelBase):
             drop_missing=drop_missing_links,
             min_links=MIN_LINKS,
         )
-        batch_size, train_size = (
-            settings[name] if name in settings else _train_default(cls, name)
-            for name in ("batch_size", "train_size")
+        v.check_batch_size_fits(
+            settings["batch_size"],
+            {m: a.n_obs for m, a in adatas.items()},
+            train_size=settings["train_size"],
         )
-        check_batch_size({m: a.n_obs for m, a in adatas.items()}, batch_size, train_size)
 
     @classmethod
     def _fit_inputs(
@@ -236,7 +226,9 @@ class SCMODAL(MultiModalModelBase):
             Ignore links naming features a modality lacks (counted in ``uns[key_added]``)
             instead of raising an error.
         """
-        names = _two_modalities(modalities)
+        names = v.check_modality_names(
+            modalities, roles="the two modalities to align, e.g. ('rna', 'prot')"
+        )
         layers = v.check_per_modality(layer, names, argname="layer")
         adatas = {m: data.mod[m] for m in names}
         resolved = resolve_links(
@@ -328,7 +320,7 @@ class SCMODAL(MultiModalModelBase):
         seed: int = 0,
     ):
         super().__init__(mdata)
-        self.check_settings(**{k: val for k, val in locals().items() if k != "self"})
+        self._settings(locals())
         if len(self.modalities) != 2:
             raise ValueError(
                 f"scMODAL aligns exactly two modalities, {len(self.modalities)} are registered "
@@ -432,9 +424,7 @@ class SCMODAL(MultiModalModelBase):
         **trainer_kwargs
             Lightning/scvi-tools trainer options (``strategy``, ``precision``, …).
         """
-        settings = {k: val for k, val in locals().items() if k not in ("self", "trainer_kwargs")}
-        self.check_settings(**settings)
-        check_batch_size({m: s.n_obs for m, s in self.sources.items()}, batch_size, train_size)
+        settings = self._settings(locals())
         seed = self.seed if seed is None else seed
         plan = self._training_plan_cls(
             self.module,
@@ -452,8 +442,6 @@ class SCMODAL(MultiModalModelBase):
             train_size=train_size,
             validation_size=validation_size,
         )
-        previous = self.history_ if self.is_trained_ else None
-        self.is_trained_ = False
         epochs, steps = self._fit(
             plan,
             datamodule,
@@ -465,23 +453,7 @@ class SCMODAL(MultiModalModelBase):
             devices=devices,
             trainer_kwargs=trainer_kwargs,
         )
-        self.history_ = self._concat_history(previous, self.history_)
-        self.is_trained_ = True
-        self.module.eval()
-        self._record_train(
-            max_epochs=epochs,
-            max_steps=steps,
-            batch_size=batch_size,
-            steps_per_epoch=steps_per_epoch,
-            lr=lr,
-            weight_decay=weight_decay,
-            n_discriminator_steps=n_discriminator_steps,
-            clip_norm=clip_norm,
-            replacement=replacement,
-            train_size=train_size,
-            validation_size=validation_size,
-            seed=seed,
-        )
+        self._record_train(settings, max_epochs=epochs, max_steps=steps, seed=seed)
 
     # ------------------------------------------------------------------ inference
     def _input_matrix(self, modality: str, adata: AnnData | None):
@@ -559,37 +531,3 @@ class SCMODAL(MultiModalModelBase):
 
 
 # ---------------------------------------------------------------------------- helpers
-def _train_default(cls: type, name: str) -> Any:
-    """Default of a ``train`` setting (declared once, in the signature)."""
-    return inspect.signature(cls.train).parameters[name].default
-
-
-def _two_modalities(modalities: Any) -> tuple[str, str]:
-    if (
-        isinstance(modalities, str)
-        or not isinstance(modalities, Sequence)
-        or len(modalities) != 2
-        or not all(isinstance(m, str) for m in modalities)
-    ):
-        raise ValueError(
-            f"`modalities` must name the two modalities to align, e.g. ('rna', 'prot'); got "
-            f"{modalities!r}."
-        )
-    if modalities[0] == modalities[1]:
-        raise ValueError(
-            f"`modalities` must be two different modalities, got {modalities[0]!r} twice."
-        )
-    return modalities[0], modalities[1]
-
-
-def check_batch_size(sizes: Mapping[str, int], batch_size: int, train_size: float = 1.0) -> None:
-    """Every modality must fill one mini-batch (cells are drawn per modality per step)."""
-    v.check_positive_int(batch_size, argname="batch_size", minimum=2)
-    small = {m: int(np.ceil(train_size * n)) for m, n in sizes.items()}
-    small = {m: n for m, n in small.items() if n < batch_size}
-    if small:
-        what = "cells" if train_size == 1 else "training cells"
-        raise ValueError(
-            f"Modalities {small} have fewer {what} than the mini-batch `batch_size="
-            f"{batch_size}`; pass `batch_size` ≤ {min(small.values())}."
-        )

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from scvi import REGISTRY_KEYS
-from scvi.module.base import BaseModuleClass, LossOutput
 from torch import nn
 
+from scx.base import ModuleBase
 from scx.nn import MLP
 
 
@@ -75,7 +75,7 @@ def anchor_loss(z_a: torch.Tensor, z_b: torch.Tensor, anchors: torch.Tensor) -> 
     return (weights * sq).sum() / weights.sum().clamp_min(1.0)
 
 
-class SCMODALModule(BaseModuleClass):
+class SCMODALModule(ModuleBase):
     """scMODAL's encoders, generators and latent discriminator.
 
     Parameters
@@ -259,24 +259,7 @@ class SCMODALModule(BaseModuleClass):
         }
 
     # ------------------------------------------------------------------ scvi-tools API
-    def _get_inference_input(self, tensors: dict[str, torch.Tensor], **kwargs) -> dict:
-        return {"x": tensors[REGISTRY_KEYS.X_KEY]}
-
-    def inference(self, x: torch.Tensor, modality: int = 0) -> dict[str, torch.Tensor]:
-        """Latent of a batch of cells of one modality (registered scale in)."""
-        return {"z": self.embed(x, modality)}
-
-    def _get_generative_input(self, tensors, inference_outputs, **kwargs) -> dict:
-        return {"z": inference_outputs["z"]}
-
+    # ------------------------------------------------------------------ scvi-tools API
     def generative(self, z: torch.Tensor, modality: int = 0) -> dict[str, torch.Tensor]:
         """Decode latents into one modality's feature space (registered scale out)."""
         return {"x": self.unstandardize(self.generate(z, modality), modality)}
-
-    def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
-        """Not used: scMODAL's loss needs both modalities' batches (see :meth:`training_loss`)."""
-        raise NotImplementedError("Use `forward_step` and `training_loss`.")
-
-    def sample(self, *args, **kwargs):
-        """Not available: scMODAL is not a probabilistic generative model."""
-        raise NotImplementedError("scMODAL has no likelihood to sample from.")

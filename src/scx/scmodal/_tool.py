@@ -14,6 +14,7 @@ from mudata import MuData
 from scx import _validation as v
 from scx._settings import isolated_state
 from scx.base import Outputs, method_tool, write_outputs
+from scx.train import unknown_name_message
 
 from ._model import SCMODAL
 
@@ -60,10 +61,6 @@ one modality from the other with :func:`scx.tl.impute`.
 
 {parameters}
 
-Returns
--------
-The trained model, or with ``copy=True`` the new MuData holding the results.
-
 Examples
 --------
 >>> links = {"CD3": "CD3E", "CD4": "CD4", "CD8a": "CD8A", "CD19": "CD19", "CD14": "CD14"}
@@ -83,6 +80,7 @@ def impute(
     to: Literal["modality", "obsm"] = "modality",
     key_added: str | None = None,
     copy: bool = False,
+    **unknown,
 ) -> MuData | None:
     """Translate the cells of ``source`` into ``target``'s features (e.g. protein from RNA).
 
@@ -124,6 +122,9 @@ def impute(
     -------
     ``None``, or with ``copy=True`` the new MuData holding the results.
     """
+    if unknown:
+        accepted = ["source", "target", "to", "key_added", "copy"]
+        raise ValueError(unknown_name_message(next(iter(unknown)), accepted, "scx.tl.impute"))
     source, target = _positional(args, source, target)
     key = _check_impute(data, model, source, target, to, key_added, copy)
     own = data.mod[source]

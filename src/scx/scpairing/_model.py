@@ -111,48 +111,38 @@ class SCPAIRING(MultiModalModelBase):
         "learn_temperature": v.boolean,
         "cap_temperature": v.optional(v.positive),
         "adversarial": v.choice("subtract", "confusion"),
-        "max_epochs": v.optional(v.positive_int()),
-        "max_steps": v.optional(v.positive_int()),
-        "batch_size": v.positive_int(minimum=2),
-        "lr": v.positive,
         "lr_decay": v.weight,
         "lr_discriminator": v.positive,
-        "weight_decay": v.weight,
-        "clip_norm": v.optional(v.positive),
-        "train_size": v.fraction(),
-        "validation_size": v.optional(v.fraction(low_open=False)),
     }
-
-    @classmethod
-    def check_settings(cls, **settings: Any) -> None:
-        """Check settings by name; ``max_epochs`` and ``max_steps`` are alternatives."""
-        super().check_settings(**settings)
-        epochs, steps = settings.get("max_epochs"), settings.get("max_steps")
-        if epochs is not None and steps is not None:
-            raise ValueError(
-                f"Pass either `max_epochs` ({epochs}) or `max_steps` ({steps}), not both."
-            )
+    _data_checks: ClassVar[dict[str, Any]] = {
+        "preprocess": v.per_modality(v.optional(v.choice(*PREPROCESS))),
+        "batch_key": v.optional(v.name("an `.obs` column of the first modality")),
+    }
 
     # ------------------------------------------------------------------ inputs
     @classmethod
     def _check_inputs(
         cls,
-        data: MuData,
+        data,
         *,
         settings: Mapping[str, Any],
-        modalities: Sequence[str] = ("rna", "atac"),
-        use_rep: str | dict[str, str | None] | None = None,
-        preprocess: Preprocess | dict[str, Preprocess | None] | None = None,
-        layer: str | dict[str, str | None] | None = None,
-        n_comps: int = 10,
-        n_top_genes: int = 2000,
-        batch_key: str | None = None,
+        modalities,
+        use_rep,
+        preprocess,
+        layer,
+        n_comps,
+        n_top_genes,
+        batch_key,
     ) -> None:
         """Every check of the bridge and the data arguments, before any work."""
         v.check_mudata(data, argname="data")
-        names = _modalities(modalities)
+        names = v.check_modality_names(
+            modalities,
+            counts=(2, 3),
+            roles=_ROLES,
+        )
         for m in names:
-            _check_modality(data, m, argname="modalities")
+            v.check_modality(data, m, argname="modalities", require_features=False)
         check_paired(data, names)
         v.check_positive_int(n_comps, argname="n_comps", minimum=2)
         v.check_positive_int(n_top_genes, argname="n_top_genes", minimum=2)
@@ -161,6 +151,7 @@ class SCPAIRING(MultiModalModelBase):
                 f"The bridge has {data.mod[names[0]].n_obs} paired cell; scPairing contrasts "
                 "cells within a mini-batch and needs at least 2."
             )
+        _check_training_cells(data.mod[names[0]].n_obs, settings["train_size"])
         if batch_key is not None:
             v.check_obs_key(
                 data.mod[names[0]], batch_key, argname="batch_key", where=f" of {names[0]!r}"
@@ -224,7 +215,11 @@ class SCPAIRING(MultiModalModelBase):
         batch_key
             ``.obs`` column of the first modality with batches, for ``batch_discriminative``.
         """
-        names = _modalities(modalities)
+        names = v.check_modality_names(
+            modalities,
+            counts=(2, 3),
+            roles=_ROLES,
+        )
         plan = _resolve_inputs(data, names, use_rep, preprocess, layer)
         transforms = {}
         for m, (how, arg) in plan.items():
@@ -273,7 +268,7 @@ class SCPAIRING(MultiModalModelBase):
         names = list(args["modalities"])
         v.check_mudata(data, argname="adata")
         for m in names:
-            _check_modality(data, m, argname="modalities")
+            v.check_modality(data, m, argname="modalities", require_features=False)
         check_paired(data, names)
         batch_key = args["batch_key"]
         batches = None
@@ -345,9 +340,13 @@ class SCPAIRING(MultiModalModelBase):
             Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
         """
         mdata = v.check_mudata(mdata)
-        names = _modalities(list(modalities) if modalities is not None else list(mdata.mod))
+        names = v.check_modality_names(
+            list(modalities) if modalities is not None else list(mdata.mod),
+            counts=(2, 3),
+            roles=_ROLES,
+        )
         for m in names:
-            _check_modality(mdata, m, argname="modalities")
+            v.check_modality(mdata, m, argname="modalities", require_features=False)
         if labels_key is not None and not (
             isinstance(labels_key, dict) and all(x is None for x in labels_key.values())
         ):
@@ -394,7 +393,7 @@ class SCPAIRING(MultiModalModelBase):
         seed: int = 0,
     ):
         super().__init__(mdata)
-        self.check_settings(**{k: val for k, val in locals().items() if k != "self"})
+        self._settings(locals())
         if not isinstance(mdata, MuData):
             raise ValueError("SCPAIRING is registered on a paired MuData (`setup_mudata`).")
         check_paired(mdata, self.modalities)
@@ -484,15 +483,9 @@ class SCPAIRING(MultiModalModelBase):
         **trainer_kwargs
             Lightning/scvi-tools trainer options (``strategy``, ``precision``, …).
         """
-        settings = {k: val for k, val in locals().items() if k not in ("self", "trainer_kwargs")}
-        self.check_settings(**settings)
+        settings = self._settings(locals())
         seed = self.seed if seed is None else seed
-        n_train = int(np.ceil(train_size * self.sources[self.modalities[0]].n_obs))
-        if n_train < 2:
-            raise ValueError(
-                f"The bridge has {n_train} training cell(s); scPairing contrasts cells within a "
-                "mini-batch and needs at least 2. Pass a larger `train_size` or more cells."
-            )
+        n_train = _check_training_cells(self.sources[self.modalities[0]].n_obs, train_size)
         batch_size = min(batch_size, n_train)
         datamodule = self._make_datamodule(
             batch_size,
@@ -509,8 +502,6 @@ class SCPAIRING(MultiModalModelBase):
             weight_decay=weight_decay,
             clip_norm=clip_norm,
         )
-        previous = self.history_ if self.is_trained_ else None
-        self.is_trained_ = False
         epochs, steps = self._fit(
             plan,
             datamodule,
@@ -522,21 +513,8 @@ class SCPAIRING(MultiModalModelBase):
             devices=devices,
             trainer_kwargs=trainer_kwargs,
         )
-        self.history_ = self._concat_history(previous, self.history_)
-        self.is_trained_ = True
-        self.module.eval()
         self._record_train(
-            max_epochs=epochs,
-            max_steps=steps,
-            batch_size=batch_size,
-            lr=lr,
-            lr_decay=lr_decay,
-            lr_discriminator=lr_discriminator,
-            weight_decay=weight_decay,
-            clip_norm=clip_norm,
-            train_size=train_size,
-            validation_size=validation_size,
-            seed=seed,
+            settings, max_epochs=epochs, max_steps=steps, batch_size=batch_size, seed=seed
         )
 
     # ------------------------------------------------------------------ inference
@@ -593,33 +571,20 @@ class SCPAIRING(MultiModalModelBase):
 
 
 # ---------------------------------------------------------------------------- helpers
-def _modalities(modalities: Any) -> list[str]:
-    if (
-        isinstance(modalities, str)
-        or not isinstance(modalities, Sequence)
-        or len(modalities) not in (2, 3)
-        or not all(isinstance(m, str) for m in modalities)
-    ):
-        raise ValueError(
-            f"`modalities` must name 2 or 3 modalities of the bridge, e.g. ('rna', 'atac') or "
-            f"('rna', 'atac', 'prot'); got {modalities!r}."
-        )
-    if len(set(modalities)) != len(modalities):
-        raise ValueError(f"`modalities` must be different modalities, got {list(modalities)}.")
-    return list(modalities)
+#: What ``modalities`` names, for error messages.
+_ROLES = "2 or 3 modalities of the bridge, e.g. ('rna', 'atac') or ('rna', 'atac', 'prot')"
 
 
-def _check_modality(mdata: MuData, name: str, *, argname: str) -> AnnData:
-    """``mdata.mod[name]`` with at least one cell (features may be absent: ``use_rep`` inputs)."""
-    if name not in mdata.mod:
+def _check_training_cells(n_cells: int, train_size: float) -> int:
+    """The bridge's training cells (at least 2: the contrast is between cells of a batch)."""
+    n_train = int(np.ceil(train_size * n_cells))
+    if n_train < 2:
         raise ValueError(
-            f"`{argname}` names {name!r}, which is not a modality of the MuData; its modalities "
-            f"are {list(mdata.mod.keys())}. Pass some of those names."
+            f"`train_size={train_size}` leaves {n_train} of the bridge's {n_cells} cells for "
+            "training; scPairing contrasts cells within a mini-batch and needs at least 2. Pass "
+            "a larger `train_size` or more cells."
         )
-    adata = mdata.mod[name]
-    if adata.n_obs == 0:
-        raise ValueError(f"Modality {name!r} has no cells; the bridge needs paired cells.")
-    return adata
+    return n_train
 
 
 def check_paired(mdata: MuData, modalities: Sequence[str]) -> None:

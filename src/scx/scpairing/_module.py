@@ -22,9 +22,10 @@ import torch
 import torch.nn.functional as F
 from power_spherical import HypersphericalUniform, PowerSpherical
 from scvi import REGISTRY_KEYS
-from scvi.module.base import BaseModuleClass, LossOutput
+from scvi.module.base import LossOutput
 from torch import nn
 
+from scx.base import ModuleBase
 from scx.nn import MLP
 
 LossMethod = Literal["clip", "debiased_clip", "sigmoid"]
@@ -98,7 +99,7 @@ def sigmoid_loss(
     return -F.logsigmoid(labels * logits).sum() / f1.shape[0]
 
 
-class SCPAIRINGModule(BaseModuleClass):
+class SCPAIRINGModule(ModuleBase):
     """scPairing's encoders, decoders, concentration network, temperature and discriminators.
 
     Parameters
@@ -385,16 +386,7 @@ class SCPAIRINGModule(BaseModuleClass):
         return self.discriminator_loss_and_terms(outputs, step)[0]
 
     # ------------------------------------------------------------------ scvi interface
-    def _get_inference_input(self, tensors: dict, **kwargs) -> dict:
-        return {"x": tensors[REGISTRY_KEYS.X_KEY]}
-
-    def inference(self, x: torch.Tensor, modality: int = 0) -> dict[str, torch.Tensor]:
-        """Unit-norm embedding of one modality's cells."""
-        return {"z": self.embed(x, modality)}
-
-    def _get_generative_input(self, tensors, inference_outputs, **kwargs) -> dict:
-        return {"z": inference_outputs["z"]}
-
+    # ------------------------------------------------------------------ scvi-tools API
     def generative(self, z: torch.Tensor, modality: int = 0) -> dict[str, torch.Tensor]:
         """Decode embeddings into one modality's input space."""
         return {"x": self.decoders[modality](z)}
@@ -404,7 +396,3 @@ class SCPAIRINGModule(BaseModuleClass):
         x = tensors[REGISTRY_KEYS.X_KEY]
         error = ((generative_outputs["x"] - x) ** 2).mean(dim=1)
         return LossOutput(loss=error.mean(), reconstruction_loss=error)
-
-    def sample(self, *args, **kwargs):
-        """Not available: scPairing models embeddings, not counts."""
-        raise NotImplementedError("scPairing reconstructs low-dimensional inputs only.")

@@ -71,10 +71,6 @@ Every input is checked before any work; nothing is written unless training succe
 
 {parameters}
 
-Returns
--------
-The trained model, or with ``copy=True`` the new MuData holding the results.
-
 Examples
 --------
 >>> model = scx.tl.scpairing(bridge, modalities=("rna", "atac"))
@@ -297,8 +293,8 @@ def _check_pairing(
         for m in names:
             if m not in data.mod:
                 raise ValueError(
-                    f"`modalities` names {m!r}, which is not a modality of `data`; its "
-                    f"modalities are {list(data.mod)}."
+                    f"`modalities` names {m!r}, which is not a modality of `data`; pass two of "
+                    f"its modalities {list(data.mod)}."
                 )
         sides = {m: data.mod[m] for m in names}
     else:
@@ -313,6 +309,7 @@ def _check_pairing(
     for m in names:
         if sides[m].n_obs == 0:
             raise ValueError(f"Modality {m!r} has no cells; pass at least one cell per side.")
+        v.check_unique_names(sides[m], where=f"Modality {m!r}")
         if model is None:
             v.check_rep(sides[m], use_rep, argname=f"use_rep (modality {m!r})")
     check_match_options(**options)
@@ -361,6 +358,12 @@ def _paired_mudata(
         }
     )
     paired.uns[key_added] = {
+        "function": "scx.tl.pair_cells",
+        "outputs": {
+            "obsm": [f"X_{key_added}"],
+            "obs": [f"{key_added}_similarity"],
+            "modalities": [],
+        },
         "params": clean_params(
             {
                 "modalities": names,
@@ -371,6 +374,6 @@ def _paired_mudata(
                 "n_candidates": matching.n_candidates,
                 "total_similarity": matching.total_similarity,
             }
-        )
+        ),
     }
     return paired

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import warnings
 from collections.abc import Mapping
@@ -14,9 +15,15 @@ from scipy import sparse
 
 from scx import _validation as v
 from scx._settings import isolated_state
-from scx.base import Outputs, global_rows, write_outputs
+from scx.base import Outputs, check_key_added, global_rows, write_outputs
+from scx.train import unknown_name_message
 
 logger = logging.getLogger(__name__)
+
+#: ``uns[key_added]["function"]`` of the records :func:`pseudotime` writes.
+FUNCTION = "scx.tl.pseudotime"
+#: Parameters that are not keyword arguments a user passes.
+_NOT_NAMES = {"data", "args", "unknown"}
 
 
 # ---------------------------------------------------------------------------- checks
@@ -56,7 +63,14 @@ def _root_cell(
     if not isinstance(root, str):
         raise ValueError(f"`root` must be a cell name or a label (a string), got {root!r}.")
     if root in obs_names:
-        return int(obs_names.get_loc(root)), None
+        position = obs_names.get_loc(root)
+        if not isinstance(position, int | np.integer):
+            raise ValueError(
+                f"`root={root!r}` names {int(np.sum(obs_names == root))} cells with `use_rep`: "
+                "the cell names are duplicated. Call `.obs_names_make_unique()` first (and "
+                "`mdata.update()` for a MuData), or pass a label with `groupby=`."
+            )
+        return int(position), None
     if labels is None:
         raise ValueError(
             f"`root={root!r}` is not the name of a cell with `use_rep` (e.g. "
@@ -67,7 +81,8 @@ def _root_cell(
     if not mask.any():
         raise ValueError(
             f"`root={root!r}` is neither a cell name nor a label of `.obs[{groupby!r}]` among the "
-            f"cells with `use_rep`; labels are {sorted(labels.dropna().astype(str).unique())[:10]}."
+            f"cells with `use_rep`; pass one of the labels "
+            f"{sorted(labels.dropna().astype(str).unique())[:10]} or a cell name."
         )
     if mask.all():
         raise ValueError(
@@ -75,22 +90,6 @@ def _root_cell(
             "other labels to tell the start of the trajectory. Pass a cell name instead."
         )
     return None, mask
-
-
-def _check_key(data: AnnData | MuData, key_added) -> None:
-    if not isinstance(key_added, str) or not key_added or "/" in key_added:
-        raise ValueError(f"`key_added` must be a non-empty name without '/', got {key_added!r}.")
-    record = data.uns.get(key_added)
-    written = record.get("outputs") if isinstance(record, Mapping) else None
-    if isinstance(written, Mapping) and (
-        len(written.get("obsm", [])) or len(written.get("modalities", []))
-    ):
-        # a rerun replaces what the record lists: here another tool's embedding
-        raise ValueError(
-            f"`key_added={key_added!r}` names the results of another tool (`uns[{key_added!r}]` "
-            "lists embeddings), which pseudotime would replace; pass another name, e.g. "
-            "'trajectory'."
-        )
 
 
 # ---------------------------------------------------------------------------- computation
@@ -240,7 +239,7 @@ def _check_arguments(
     v.positive(resolution, "resolution")
     v.boolean(copy, "copy")
     v.check_positive_int(seed, argname="seed", minimum=0)
-    _check_key(data, key_added)
+    check_key_added(data, key_added, function=FUNCTION)
     rep, valid = _cells_with_rep(data, use_rep)
     if valid.sum() <= n_neighbors:
         raise ValueError(
@@ -275,6 +274,7 @@ def pseudotime(
     key_added: str = "trajectory",
     copy: bool = False,
     seed: int = 0,
+    **unknown,
 ) -> MuData | AnnData | None:
     """Diffusion pseudotime and trajectory backbone on a joint embedding (scDART's TI).
 
@@ -334,6 +334,9 @@ def pseudotime(
     -------
     ``None``, or with ``copy=True`` the new object holding the results.
     """
+    if unknown:
+        accepted = [p for p in inspect.signature(pseudotime).parameters if p not in _NOT_NAMES]
+        raise ValueError(unknown_name_message(next(iter(unknown)), accepted, "scx.tl.pseudotime"))
     use_rep, root = _old_call_form(args, use_rep, root)
     params = {
         "use_rep": use_rep,
@@ -358,7 +361,7 @@ def pseudotime(
                 stacklevel=2,
             )
         columns: dict = {f"{key_added}_pseudotime": time}
-        info: dict = {"root_cell": str(obs_names[root_index])}
+        info: dict = {"function": FUNCTION, "root_cell": str(obs_names[root_index])}
         if backbone:
             branch, cluster, tree = _branches(
                 rep[valid], root_index, backbone_neighbors, resolution, seed

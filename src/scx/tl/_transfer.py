@@ -13,10 +13,13 @@ from mudata import MuData
 
 from scx import _validation as v
 from scx._neighbors import knn_transfer
-from scx.base import Outputs, global_rows, write_outputs
+from scx.base import Outputs, check_key_added, global_rows, write_outputs
 from scx.train import unknown_name_message
 
 logger = logging.getLogger(__name__)
+
+#: ``uns[key_added]["function"]`` of the records :func:`transfer_labels` writes.
+FUNCTION = "scx.tl.transfer_labels"
 
 CellSelection = str | tuple[str, Any] | np.ndarray | pd.Series
 
@@ -47,8 +50,8 @@ def _select(
         rows = np.flatnonzero((column == value).to_numpy())
         if rows.size == 0:
             raise ValueError(
-                f"No cell has `.obs[{key!r}] == {value!r}` (`{argname}`); values present: "
-                f"{list(pd.unique(column))[:10]}."
+                f"No cell has `.obs[{key!r}] == {value!r}` (`{argname}`); pass one of the values "
+                f"present: {list(pd.unique(column))[:10]}."
             )
         return rows, data
     mask = np.asarray(selection)
@@ -59,7 +62,9 @@ def _select(
             f"{mask.shape}."
         )
     if not mask.any():
-        raise ValueError(f"The boolean mask `{argname}` selects no cell.")
+        raise ValueError(
+            f"The boolean mask `{argname}` selects no cell; pass a mask with at least one True."
+        )
     return np.flatnonzero(mask), data
 
 
@@ -135,13 +140,14 @@ def transfer_labels(
         raise ValueError(f"`data` must be an AnnData or a MuData, got {type(data).__name__}.")
     if labels_key is None or use_rep is None or reference is None:
         raise ValueError(
-            "`labels_key`, `use_rep` and `reference` are required, e.g. "
+            "`labels_key`, `use_rep` and `reference` are required; pass all three, e.g. "
             "`transfer_labels(mdata, labels_key='cell_type', use_rep='X_scjoint', "
             "reference='rna')`."
         )
     if not isinstance(use_rep, str) or use_rep not in data.obsm:
         raise ValueError(
-            f"`use_rep={use_rep!r}` is not in `.obsm`; available keys: {list(data.obsm.keys())}."
+            f"`use_rep={use_rep!r}` is not in `.obsm`; available keys: {list(data.obsm.keys())}. "
+            "Pass the key of the joint embedding (e.g. 'X_scjoint')."
         )
     v.check_positive_int(n_neighbors, argname="n_neighbors")
     v.choice("euclidean", "cosine")(metric, "metric")
@@ -150,42 +156,18 @@ def transfer_labels(
     v.optional(v.positive_int())(max_reference, "max_reference")
     v.boolean(copy, "copy")
     v.check_positive_int(seed, argname="seed", minimum=0)
+    check_key_added(data, key_added, function=FUNCTION)
     embedding = np.asarray(data.obsm[use_rep], dtype=np.float64)
     if embedding.ndim != 2:
         raise ValueError(f"`.obsm[{use_rep!r}]` must be 2-d, got shape {embedding.shape}.")
     embedded = np.isfinite(embedding).all(axis=1)
-    ref_rows, ref_holder = _select(data, reference, argname="reference")
-    labels_source = ref_holder if ref_holder is not data else data
-    where = "" if labels_source is data else " of the reference modality"
-    labels = v.check_obs_key(labels_source, labels_key, argname="labels_key", where=where)
-    ref_labels = labels.to_numpy() if labels_source is not data else labels.to_numpy()[ref_rows]
-    ref_labels = pd.Series(ref_labels)
-    keep = ~ref_labels.isna().to_numpy()
-    if not keep.all():
-        logger.info("transfer_labels: %d reference cells without a label ignored.", (~keep).sum())
-        ref_rows, ref_labels = ref_rows[keep], ref_labels[keep]
-    if ref_labels.empty:
-        raise ValueError(f"No reference cell has a label in `labels_key={labels_key!r}`.")
-    if query is None:
-        query_mask = embedded.copy()
-        query_mask[ref_rows] = False
-        if isinstance(reference, str) and isinstance(data, MuData):
-            query_mask[global_rows(data, reference)] = False
-        if not query_mask.any():
-            raise ValueError("Every embedded cell is a reference cell; pass `query=` explicitly.")
-        query_rows, query_holder = np.flatnonzero(query_mask), data
-    else:
-        query_rows, query_holder = _select(data, query, argname="query")
-    for name, rows in (("reference", ref_rows), ("query", query_rows)):
-        if not embedded[rows].all():
-            raise ValueError(
-                f"`.obsm[{use_rep!r}]` has NaN rows among the {name} cells (cells the embedding "
-                f"does not cover); restrict `{name}` to embedded cells."
-            )
+    ref_rows, ref_labels, query_rows, query_holder = _cells(
+        data, labels_key, reference, query, embedded, use_rep
+    )
 
     predicted, confidence, classes = knn_transfer(
         embedding[ref_rows],
-        ref_labels.to_numpy(),
+        ref_labels,
         embedding[query_rows],
         n_neighbors=n_neighbors,
         metric=metric,
@@ -208,7 +190,11 @@ def transfer_labels(
             label_key: pd.Categorical.from_codes(codes, categories=categories),
             conf_key: conf,
         },
-        uns={"n_reference": int(ref_rows.size), "n_query": int(query_rows.size)},
+        uns={
+            "function": FUNCTION,
+            "n_reference": int(ref_rows.size),
+            "n_query": int(query_rows.size),
+        },
     )
     if query_holder is not data:
         outputs.obs = {
@@ -228,6 +214,40 @@ def transfer_labels(
     target = data.copy() if copy else data
     write_outputs(target, key_added, outputs, params)
     return target if copy else None
+
+
+def _cells(data, labels_key, reference, query, embedded: np.ndarray, use_rep: str):
+    """Reference rows with their labels, query rows, and the object holding the query."""
+    ref_rows, ref_holder = _select(data, reference, argname="reference")
+    labels_source = ref_holder if ref_holder is not data else data
+    where = "" if labels_source is data else " of the reference modality"
+    labels = v.check_obs_key(labels_source, labels_key, argname="labels_key", where=where)
+    ref_labels = labels.to_numpy() if labels_source is not data else labels.to_numpy()[ref_rows]
+    ref_labels = pd.Series(ref_labels)
+    keep = ~ref_labels.isna().to_numpy()
+    if not keep.all():
+        logger.info("transfer_labels: %d reference cells without a label ignored.", (~keep).sum())
+        ref_rows, ref_labels = ref_rows[keep], ref_labels[keep]
+    if ref_labels.empty:
+        raise ValueError(f"No reference cell has a label in `labels_key={labels_key!r}`.")
+    if query is None:
+        # every other cell that has the embedding (a tool's NaN rows are not queries)
+        query_mask = embedded.copy()
+        query_mask[ref_rows] = False
+        if isinstance(reference, str) and isinstance(data, MuData):
+            query_mask[global_rows(data, reference)] = False
+        if not query_mask.any():
+            raise ValueError("Every embedded cell is a reference cell; pass `query=` explicitly.")
+        query_rows, query_holder = np.flatnonzero(query_mask), data
+    else:
+        query_rows, query_holder = _select(data, query, argname="query")
+    for name, rows in (("reference", ref_rows), ("query", query_rows)):
+        if not embedded[rows].all():
+            raise ValueError(
+                f"`.obsm[{use_rep!r}]` has NaN rows among the {name} cells (cells the embedding "
+                f"does not cover); restrict `{name}` to embedded cells."
+            )
+    return ref_rows, ref_labels.to_numpy(), query_rows, query_holder
 
 
 def _old_call_forms(args, deprecated, labels_key, use_rep, reference, seed):

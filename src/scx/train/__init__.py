@@ -3,6 +3,7 @@
 from ._fit import (
     TRAINER_OPTIONS,
     ProgressBar,
+    check_devices,
     check_trainer_kwargs,
     fit,
     training_length,
@@ -19,6 +20,7 @@ __all__ = [
     "LossTrainingPlan",
     "ProgressBar",
     "TrainableModule",
+    "check_devices",
     "check_trainer_kwargs",
     "fit",
     "training_length",

@@ -100,6 +100,44 @@ def check_trainer_kwargs(trainer_kwargs: Mapping[str, Any] | None) -> dict[str, 
     return dict(trainer_kwargs)
 
 
+def check_devices(accelerator: Any, devices: Any) -> None:
+    """Check ``accelerator`` and ``devices`` as the trainer will read them, before any work.
+
+    Lightning would only refuse them when the trainer is built, after the preprocessing; the
+    same parsing runs here (it only looks up the available devices).
+    """
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+    from lightning.pytorch.accelerators import Accelerator
+
+    if not isinstance(accelerator, Accelerator) and (
+        not isinstance(accelerator, str) or not accelerator
+    ):
+        raise ValueError(
+            f"`accelerator` must be a name such as 'auto', 'cpu', 'gpu' or 'mps', got "
+            f"{accelerator!r}."
+        )
+    is_int = isinstance(devices, int) and not isinstance(devices, bool)
+    is_int = is_int and (devices >= 1 or devices == -1)
+    is_list = (
+        isinstance(devices, list | tuple)
+        and len(devices) > 0
+        and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices)
+    )
+    if not (is_int or is_list or (isinstance(devices, str) and devices)):
+        raise ValueError(
+            f"`devices` must be 'auto', a number of devices (e.g. 1), a list of device indices "
+            f"(e.g. [0, 1]) or -1 for all; got {devices!r}."
+        )
+    try:
+        parse_device_args(accelerator=accelerator, devices=devices, return_device="torch")
+    except (ValueError, TypeError, RuntimeError, MisconfigurationException) as err:
+        raise ValueError(
+            f"`accelerator={accelerator!r}` with `devices={devices!r}` cannot be used on this "
+            f"machine: {err} Pass an accelerator it has ('auto' picks one) and a number of "
+            "devices it provides (e.g. `devices=1`)."
+        ) from err
+
+
 def training_length(
     max_epochs: int | None,
     max_steps: int | None,
@@ -158,18 +196,22 @@ class ProgressBar(ProgressBarBase):
 
     @property
     def is_enabled(self) -> bool:
+        """Whether the bar (or its log lines) is shown."""
         return self._enabled
 
     def disable(self) -> None:
+        """Hide the bar (Lightning calls this on non-zero ranks)."""
         self._enabled = False
 
     def enable(self) -> None:
+        """Show the bar."""
         self._enabled = True
 
     def __getstate__(self):
         return {**self.__dict__, "_bar": None}
 
     def on_train_start(self, trainer, pl_module) -> None:
+        """Open the bar (terminal or notebook only)."""
         if not self._enabled or trainer.global_rank != 0:
             return
         if _interactive():
@@ -208,14 +250,17 @@ class ProgressBar(ProgressBarBase):
                 self._next_report += 0.1
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        """Count a step."""
         if self.unit == "steps":
             self._advance(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        """Count an epoch."""
         if self.unit == "epochs":
             self._advance(trainer, pl_module)
 
     def on_train_end(self, trainer, pl_module) -> None:
+        """Close the bar."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None

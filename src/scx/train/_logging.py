@@ -12,8 +12,7 @@ class EpochMeanLoggingMixin:
 
     Lightning's ``self.log`` on every step costs as much as a fifth of a small model's step;
     these plans add each step's terms (weighted by the cells in the step) to running sums and
-    log ``<term>_<split>`` means in the epoch-end hooks. Extra per-epoch values (e.g. the stage
-    of a multi-stage method) come from :meth:`epoch_extras`.
+    log ``<term>_<split>`` means in the epoch-end hooks.
     """
 
     _epoch_sums: dict
@@ -34,18 +33,12 @@ class EpochMeanLoggingMixin:
         names, total, count = sums[split]
         return dict(zip(names, (total / max(count, 1)).tolist()))
 
-    def epoch_extras(self) -> dict[str, float]:
-        """Values logged once per training epoch besides the loss terms."""
-        return {}
-
     def _log_epoch(self, split: str) -> None:
         sums = getattr(self, "_epoch_sums", {})
         if split not in sums:
             return
         names, total, count = sums.pop(split)
         logged = {f"{name}_{split}": value for name, value in zip(names, total / count)}
-        if split == "train":
-            logged.update(self.epoch_extras())
         sync = self.trainer is not None and self.trainer.world_size > 1
         self.log_dict(logged, on_step=False, on_epoch=True, sync_dist=sync)
 

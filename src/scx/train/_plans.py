@@ -105,8 +105,6 @@ class LossTrainingPlan(_StepCountingMixin, EpochMeanLoggingMixin, TrainingPlan):
     lr_decay_epochs, lr_decay_factor
         Multiply the learning rate by ``lr_decay_factor`` every ``lr_decay_epochs`` epochs
         (``None``: constant).
-    epoch_extras
-        Values logged once per epoch next to the losses (e.g. ``{"stage": 3.0}``).
     """
 
     def __init__(
@@ -119,19 +117,13 @@ class LossTrainingPlan(_StepCountingMixin, EpochMeanLoggingMixin, TrainingPlan):
         momentum: float = 0.9,
         lr_decay_epochs: int | None = None,
         lr_decay_factor: float = 0.1,
-        epoch_extras: dict[str, float] | None = None,
     ):
         super().__init__(module, lr=lr, weight_decay=weight_decay, n_epochs_kl_warmup=None)
         self.optimizer_name = optimizer
         self.momentum = momentum
         self.lr_decay_epochs = lr_decay_epochs
         self.lr_decay_factor = lr_decay_factor
-        self._extras = dict(epoch_extras or {})
         self._init_counters()
-
-    def epoch_extras(self) -> dict[str, float]:
-        """Values logged once per epoch (e.g. the stage of a multi-stage method)."""
-        return dict(self._extras)
 
     def training_step(self, batch, batch_idx):
         """One update on a batch of every modality."""
