@@ -1,4 +1,5 @@
 import copy
+import os
 import warnings
 
 import mudata
@@ -16,8 +17,9 @@ scvi.settings.verbosity = 30
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", category=FutureWarning, module="mudata")
 # The test networks are tiny: one intra-op thread is fastest, and on a busy machine spinning
-# OpenMP threads make each step many times slower.
-torch.set_num_threads(1)
+# OpenMP threads make each step many times slower. SCX_TEST_THREADS=2 checks that the tests of
+# learned structure do not depend on the thread count.
+torch.set_num_threads(int(os.environ.get("SCX_TEST_THREADS", "1")))
 
 #: Trainer settings that keep the tests quiet.
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
