@@ -1,6 +1,6 @@
 """What the five methods share: the model and module base classes and the tool driver."""
 
-from ._model import INPUT_STATE_KEY, MODALITY_KEY, MultiModalModelBase, to_tensor
+from ._model import INPUT_STATE_KEY, MODALITY_KEY, MultiModalModelBase, to_tensor, train_docs
 from ._module import ModuleBase
 from ._tool import (
     Outputs,
@@ -26,5 +26,6 @@ __all__ = [
     "method_tool",
     "remove_outputs",
     "to_tensor",
+    "train_docs",
     "write_outputs",
 ]

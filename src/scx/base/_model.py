@@ -60,6 +60,26 @@ from scx.train import check_devices, fit, training_length
 logger = logging.getLogger(__name__)
 
 MODALITY_KEY = "modality"
+#: Documentation of the ``train`` arguments every method shares (see :func:`train_docs`).
+_TRAIN_COMMON_DOC = """
+        accelerator, devices
+            Lightning accelerator and devices, e.g. ``accelerator="gpu", devices=4`` with
+            ``strategy="ddp"`` in the trainer options.
+        seed
+            Seed of sampling and dropout; defaults to the model's ``seed``.
+        **trainer_kwargs
+            Lightning/scvi-tools trainer options (``strategy``, ``precision``, …), e.g.
+            ``precision="bf16-mixed"`` on CPUs and GPUs with bfloat16 units.
+"""
+
+
+def train_docs(train: Callable) -> Callable:
+    """Append the documentation of the shared ``train`` arguments to a ``train`` docstring."""
+    doc = (train.__doc__ or "").rstrip()
+    train.__doc__ = doc + _TRAIN_COMMON_DOC
+    return train
+
+
 #: Checks of the settings that several methods share, declared once.
 COMMON_SETTING_CHECKS: dict[str, Callable] = {
     "n_latent": v.positive_int(),

@@ -14,7 +14,7 @@ from mudata import MuData
 from scvi import REGISTRY_KEYS
 
 from scx import _validation as v
-from scx.base import MultiModalModelBase, global_rows
+from scx.base import MultiModalModelBase, global_rows, train_docs
 from scx.data import ModalitySource
 from scx.pp import apply_transform, joint_pca
 from scx.train import AdversarialTrainingPlan
@@ -391,6 +391,7 @@ class PORTAL(MultiModalModelBase):
         self.init_params_ = self._get_init_params(locals())
 
     # ------------------------------------------------------------------ training
+    @train_docs
     def train(
         self,
         max_epochs: int | None = None,
@@ -423,14 +424,6 @@ class PORTAL(MultiModalModelBase):
             Adam learning rate of both sides (1e-3).
         replacement
             Sample cells with replacement, as the reference does.
-        accelerator, devices
-            Lightning accelerator and devices, e.g. ``accelerator="gpu", devices=4`` with
-            ``strategy="ddp"`` in the trainer options.
-        seed
-            Seed of the sampling of cells; defaults to the model's ``seed``.
-        **trainer_kwargs
-            Lightning/scvi-tools trainer options (``strategy``, ``precision``, …);
-            ``precision="bf16-mixed"`` speeds up CPUs and GPUs with bfloat16 units.
         """
         settings = self._settings(locals())
         seed = self.seed if seed is None else seed

@@ -16,7 +16,7 @@ from mudata import MuData
 from scipy import sparse
 
 from scx import _validation as v
-from scx.base import MultiModalModelBase, to_tensor
+from scx.base import MultiModalModelBase, to_tensor, train_docs
 from scx.data import ModalitySource, MultiModalDataModule
 from scx.train import LossTrainingPlan
 
@@ -370,6 +370,7 @@ class SCDART(MultiModalModelBase):
         smallest = min(s.n_obs for s in self.sources.values())
         return int(max(2, min(smallest // 4, MAX_DEFAULT_BATCH)))
 
+    @train_docs
     def train(
         self,
         max_epochs: int | None = None,
@@ -415,13 +416,6 @@ class SCDART(MultiModalModelBase):
             Components of the embeddings the diffusion graphs are built on (30): the PCA of
             the log-normalised RNA and the LSI of the ATAC peaks (one more component, the
             first, depth-driven one, dropped).
-        accelerator, devices
-            Lightning accelerator and devices.
-        seed
-            Seed of the diffusion step, sampling and the prior-penalty peaks; defaults to the
-            model's ``seed``.
-        **trainer_kwargs
-            Lightning/scvi-tools trainer options (``strategy``, ``precision``, …).
         """
         settings = self._settings(locals())
         seed = self.seed if seed is None else seed

@@ -17,7 +17,7 @@ from scvi import REGISTRY_KEYS
 
 from scx import _validation as v
 from scx._neighbors import knn, vote
-from scx.base import MultiModalModelBase
+from scx.base import MultiModalModelBase, train_docs
 from scx.data import ModalitySource
 from scx.pp import apply_transform, gene_activity_transform, peak_coordinates, peak_gene_prior
 from scx.pp._genomic import check_annotation
@@ -381,6 +381,7 @@ class SCJOINT(MultiModalModelBase):
         self.init_params_ = self._get_init_params(locals())
 
     # ------------------------------------------------------------------ training
+    @train_docs
     def train(
         self,
         max_epochs: int | None = None,
@@ -434,13 +435,6 @@ class SCJOINT(MultiModalModelBase):
         train_size, validation_size
             Split of each modality's cells into training and validation (validation losses
             appear in ``history``).
-        accelerator, devices
-            Lightning accelerator and devices, e.g. ``accelerator="gpu", devices=4`` with
-            ``strategy="ddp"`` in the trainer options.
-        seed
-            Seed of sampling and dropout; defaults to the model's ``seed``.
-        **trainer_kwargs
-            Lightning/scvi-tools trainer options (``strategy``, ``precision``, …).
         """
         settings = self._settings(locals())
         seed = self.seed if seed is None else seed

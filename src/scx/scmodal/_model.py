@@ -14,7 +14,7 @@ from mudata import MuData
 from scipy import sparse
 
 from scx import _validation as v
-from scx.base import MultiModalModelBase
+from scx.base import MultiModalModelBase, train_docs
 from scx.pp import apply_transform, feature_transform
 from scx.train import AdversarialTrainingPlan
 
@@ -371,6 +371,7 @@ class SCMODAL(MultiModalModelBase):
         self.init_params_ = self._get_init_params(locals())
 
     # ------------------------------------------------------------------ training
+    @train_docs
     def train(
         self,
         max_epochs: int | None = None,
@@ -416,13 +417,6 @@ class SCMODAL(MultiModalModelBase):
         train_size, validation_size
             Split of each modality's cells into training and validation (validation losses
             appear in ``history``).
-        accelerator, devices
-            Lightning accelerator and devices, e.g. ``accelerator="gpu", devices=4`` with
-            ``strategy="ddp"`` in the trainer options.
-        seed
-            Seed of the sampling; defaults to the model's ``seed``.
-        **trainer_kwargs
-            Lightning/scvi-tools trainer options (``strategy``, ``precision``, …).
         """
         settings = self._settings(locals())
         seed = self.seed if seed is None else seed

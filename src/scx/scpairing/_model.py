@@ -13,7 +13,7 @@ from mudata import MuData
 from scipy import sparse
 
 from scx import _validation as v
-from scx.base import MultiModalModelBase
+from scx.base import MultiModalModelBase, train_docs
 from scx.pp import apply_transform, feature_transform, fit_lsi, fit_pca
 
 from ._module import SCPAIRINGModule
@@ -434,6 +434,7 @@ class SCPAIRING(MultiModalModelBase):
         return int(self._input_matrix(modality, None).shape[1])
 
     # ------------------------------------------------------------------ training
+    @train_docs
     def train(
         self,
         max_epochs: int | None = None,
@@ -475,13 +476,6 @@ class SCPAIRING(MultiModalModelBase):
         train_size, validation_size
             Split of the bridge's cells into training and validation (validation losses appear
             in ``history``).
-        accelerator, devices
-            Lightning accelerator and devices, e.g. ``accelerator="gpu", devices=4`` with
-            ``strategy="ddp"`` in the trainer options.
-        seed
-            Seed of sampling and dropout; defaults to the model's ``seed``.
-        **trainer_kwargs
-            Lightning/scvi-tools trainer options (``strategy``, ``precision``, …).
         """
         settings = self._settings(locals())
         seed = self.seed if seed is None else seed
