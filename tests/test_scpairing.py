@@ -287,7 +287,7 @@ def test_pair_cells_checks_everything_before_any_work(trained, monkeypatch):
     for kwargs, message in bad:
         with pytest.raises(ValueError, match=message):
             scx.tl.pair_cells(data, model, **kwargs)
-    with pytest.raises(ValueError, match="no cells|is empty"):
+    with pytest.raises(ValueError, match=r"no cells|is empty"):
         scx.tl.pair_cells(unpaired(rna_q[:0].copy(), atac_q), model)
     with pytest.raises(ValueError, match="must be a MuData"):
         scx.tl.pair_cells(rna_q, model)
