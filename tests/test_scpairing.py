@@ -65,6 +65,39 @@ def counts_bridge():
     return bridge, mdata["rna"][300:].copy(), mdata["atac"][300:].copy()
 
 
+@pytest.mark.parametrize("scale", [1.0, 14.3, 60.0])
+@pytest.mark.parametrize("unit_norm", [True, False])
+def test_fused_clip_loss_matches_the_two_cross_entropies(scale, unit_norm):
+    """The one-exponential CLIP loss equals (CE(L, I) + CE(Lᵀ, I)) / 2, value and gradients.
+
+    Scale 60 (and non-unit inputs at 14.3) exceed the single-shift bound and take the
+    log-softmax path; the others take the fused path.
+    """
+    from scx.scpairing._module import clip_loss
+
+    generator = torch.Generator().manual_seed(0)
+    f1 = torch.randn(120, 10, generator=generator, dtype=torch.float64)
+    f2 = torch.randn(120, 10, generator=generator, dtype=torch.float64)
+    if unit_norm:
+        f1, f2 = torch.nn.functional.normalize(f1, dim=1), torch.nn.functional.normalize(f2, dim=1)
+    f1.requires_grad_(), f2.requires_grad_()
+    s = torch.tensor(scale, dtype=torch.float64, requires_grad=True)
+
+    def reference(a, b, t):
+        logits = t * a @ b.T
+        target = torch.arange(a.shape[0])
+        ce = torch.nn.functional.cross_entropy
+        return (ce(logits, target) + ce(logits.T, target)) / 2
+
+    fused, expected = clip_loss(f1, f2, s), reference(f1, f2, s)
+    assert torch.allclose(fused, expected, rtol=1e-10, atol=1e-12)
+    grads = torch.autograd.grad(fused, (f1, f2, s))
+    expected_grads = torch.autograd.grad(expected, (f1, f2, s))
+    for g, e in zip(grads, expected_grads, strict=True):
+        assert torch.allclose(g, e, rtol=1e-8, atol=1e-10)
+    assert torch.autograd.gradcheck(clip_loss, (f1, f2, s))
+
+
 def test_power_spherical_sampler():
     torch.manual_seed(0)
     d = 10

@@ -40,9 +40,10 @@ def speed(methods: list[str], repeats: int, threads: int) -> pd.DataFrame:
         with tempfile.TemporaryDirectory() as tmp:
             inputs = Path(tmp) / "speed.npz"
             module.speed_inputs(inputs)
-            runs = {"original": [], "scx": []}
+            sides = _sides(module, module.SPEED_OPTIONS)
+            runs = {side: [] for side, _ in sides}
             for r in range(repeats):
-                for side, name in (("original", module.PEER), ("scx", "scx")):
+                for side, name in sides:
                     out = harness.run(
                         name,
                         method,
@@ -60,18 +61,31 @@ def speed(methods: list[str], repeats: int, threads: int) -> pd.DataFrame:
                     )
         med = {s: float(np.median([harness.median_step(o) for o in runs[s]])) for s in runs}
         mem = {s: float(np.median([_added_mb(o) for o in runs[s]])) for s in runs}
-        rows.append(
-            {
-                "method": method,
-                "inputs": module.SPEED_DESCRIPTION,
-                "original ms/step": med["original"] * 1e3,
-                "scx ms/step": med["scx"] * 1e3,
-                "speed-up": med["original"] / med["scx"],
-                "original MB": mem["original"],
-                "scx MB": mem["scx"],
-            }
-        )
+        for side in runs:
+            if side == "original":
+                continue
+            rows.append(
+                {
+                    "method": method if side == "scx" else f"{method} [{side}]",
+                    "inputs": module.SPEED_DESCRIPTION,
+                    "original ms/step": med["original"] * 1e3,
+                    "scx ms/step": med[side] * 1e3,
+                    "speed-up": med["original"] / med[side],
+                    "original MB": mem["original"],
+                    "scx MB": mem[side],
+                }
+            )
     return pd.DataFrame(rows).set_index("method")
+
+
+def _sides(module, options: dict) -> list[tuple[str, str]]:
+    """``(side, runner)``: the original, scx, and any extra scx variants in ``options``.
+
+    An extra variant is a key of ``options`` other than "original"/"scx" (e.g.
+    ``"scx bf16-mixed"``); it runs the scx runner with that key's options.
+    """
+    extra = [(side, "scx") for side in options if side not in ("original", "scx")]
+    return [("original", module.PEER), ("scx", "scx"), *extra]
 
 
 def _added_mb(outputs: dict) -> float:
@@ -89,7 +103,7 @@ def quality(methods: list[str], seeds: list[int], threads: int, cases: list[str]
                 with tempfile.TemporaryDirectory() as tmp:
                     inputs = Path(tmp) / "inputs.npz"
                     truth = module.CASES[case](inputs, seed)
-                    for side, name in (("original", module.PEER), ("scx", "scx")):
+                    for side, name in _sides(module, module.QUALITY_OPTIONS):
                         out = harness.run(
                             name,
                             method,

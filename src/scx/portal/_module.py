@@ -220,18 +220,18 @@ class PORTALModule(ModuleBase):
         }
 
     def discriminator_loss(self, outputs: dict[str, torch.Tensor], step: int) -> torch.Tensor:
-        """Real cells of each domain against detached translations into it."""
+        """Real cells of each domain against detached translations into it.
+
+        Real and translated cells of a domain go through its discriminator as one batch (one
+        product per layer instead of two).
+        """
         s = self.active_stage
-        real_a = self.critic(outputs["x_a"], s, 0, step)
-        fake_a = self.critic(outputs["x_ba"].detach(), s, 0, step)
-        real_b = self.critic(outputs["x_b"], s, 1, step)
-        fake_b = self.critic(outputs["x_ab"].detach(), s, 1, step)
-        return (
-            F.softplus(-real_a).mean()
-            + F.softplus(fake_a).mean()
-            + F.softplus(-real_b).mean()
-            + F.softplus(fake_b).mean()
-        )
+        loss = 0.0
+        for side, real, fake in ((0, "x_a", "x_ba"), (1, "x_b", "x_ab")):
+            n_real = outputs[real].shape[0]
+            logits = self.critic(torch.cat([outputs[real], outputs[fake].detach()]), s, side, step)
+            loss = loss + F.softplus(-logits[:n_real]).mean() + F.softplus(logits[n_real:]).mean()
+        return loss
 
     def training_loss(
         self, outputs: dict[str, torch.Tensor], step: int

@@ -63,10 +63,75 @@ def fc_block(
 
 
 def clip_loss(f1: torch.Tensor, f2: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE (CLIP): each cell must pick its partner among the batch's cells."""
-    logits = scale * f1 @ f2.T
-    target = torch.arange(f1.shape[0], device=f1.device)
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    """Symmetric InfoNCE (CLIP): each cell must pick its partner among the batch's cells.
+
+    ``(CE(L, I) + CE(Lᵀ, I)) / 2`` with logits ``L = scale · f1 f2ᵀ`` of unit-norm embeddings,
+    computed by :class:`_SymmetricClip`: both directions share one exponential of the batch ×
+    batch logits and one buffer, instead of two log-softmaxes forward and backward.
+    """
+    return _SymmetricClip.apply(f1, f2, scale)
+
+
+#: Largest logit bound ``b`` for the single shifted exponential: logits lie in ``[-b, b]``, so
+#: ``exp(logits - b) ≥ exp(-2 b)`` stays a normal float32.
+_ONE_SHIFT_MAX_BOUND = 40.0
+
+
+class _SymmetricClip(torch.autograd.Function):
+    """Both directions of the CLIP loss with one ``n × n`` exponential, forward and backward.
+
+    With ``E = exp(L - m)`` the row and column log-sum-exps are ``log E.sum(1) + m`` and
+    ``log E.sum(0) + m``, and the gradient with respect to ``L`` is
+    ``(E / rowsum + E / colsum) / (2n) - I / n``. By Cauchy–Schwarz ``|L| ≤ m = scale ·
+    max‖f1‖ · max‖f2‖`` (``scale`` for unit-norm embeddings), so one shift by ``m`` keeps every
+    entry representable while ``m ≤ _ONE_SHIFT_MAX_BOUND``; beyond it the row- and
+    column-stable log-softmaxes of autograd are used.
+    """
+
+    @staticmethod
+    def forward(ctx, f1: torch.Tensor, f2: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        n = f1.shape[0]
+        s = float(scale.detach())
+        m = s * float(f1.detach().norm(dim=1).max() * f2.detach().norm(dim=1).max())
+        logits = f1 @ f2.T
+        diagonal = (f1 * f2).sum(1)
+        if m > _ONE_SHIFT_MAX_BOUND:
+            logits.mul_(scale)
+            target = torch.arange(n, device=f1.device)
+            loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+            ctx.fallback = True
+            ctx.save_for_backward(f1, f2, scale)
+            return loss
+        ctx.fallback = False
+        exp = logits.mul_(s).sub_(m).exp_()
+        rowsum, colsum = exp.sum(1), exp.sum(0)
+        lse = (rowsum.log().mean() + colsum.log().mean()) / 2 + m
+        loss = lse - s * diagonal.mean()
+        ctx.save_for_backward(f1, f2, scale, exp, rowsum, colsum)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        if ctx.fallback:
+            f1, f2, scale = ctx.saved_tensors
+            with torch.enable_grad():
+                f1_, f2_, s_ = (t.detach().requires_grad_() for t in (f1, f2, scale))
+                logits = s_ * f1_ @ f2_.T
+                target = torch.arange(f1.shape[0], device=f1.device)
+                loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+                return torch.autograd.grad(loss, (f1_, f2_, s_), grad_output)
+        f1, f2, scale, exp, rowsum, colsum = ctx.saved_tensors
+        n = f1.shape[0]
+        weight = grad_output / (2 * n)
+        # dL = (E / rowsum + E / colsum) / (2n) - I / n, scaled by the incoming gradient
+        grad_logits = exp * (weight / rowsum)[:, None]
+        grad_logits.addcmul_(exp, (weight / colsum)[None, :])
+        grad_logits.diagonal().sub_(2 * weight)
+        g_f2 = grad_logits @ f2
+        grad_f1 = g_f2 * scale
+        grad_f2 = (grad_logits.T @ f1) * scale
+        grad_scale = (f1 * g_f2).sum()
+        return grad_f1, grad_f2, grad_scale.reshape(scale.shape)
 
 
 def debiased_clip_loss(

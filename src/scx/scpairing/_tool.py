@@ -13,7 +13,7 @@ from anndata import AnnData
 from mudata import MuData
 
 from scx import _validation as v
-from scx.base import Outputs, clean_params, global_rows, method_tool
+from scx.base import MixingCheck, Outputs, clean_params, global_rows, method_tool
 from scx.train import unknown_name_message
 
 from ._matching import BLOCK_SIZE, MAX_UNBLOCKED, check_match_options, match_embeddings
@@ -49,6 +49,10 @@ scpairing = method_tool(
     _outputs,
     name="scpairing",
     renamed={"mod1": ("modalities", 0), "mod2": ("modalities", 1), "mod3": ("modalities", 2)},
+    mixing=MixingCheck(
+        hint="Train longer (`max_epochs`), and check that the bridge is paired: row i of every "
+        "modality must be the same cell.",
+    ),
     doc="""Train scPairing on a paired bridge and embed its cells on the unit sphere.
 
 Each modality's low-dimensional input is an ``.obsm`` entry (``use_rep``: PCA, LSI, an scVI /
@@ -64,8 +68,9 @@ the inputs from the bridge as you hold it. Then writes
 * ``data.obsm[f"X_{key_added}"]``: the normalised mean of the modalities' embeddings (the cells
   are shared; for ``sc.pp.neighbors``);
 * ``uns[key_added]``: ``params`` (every setting as used), ``inputs`` (each modality's input:
-  its ``.obsm`` key or the computed kind) and ``learned_temperature`` (the learned inverse
-  temperature).
+  its ``.obsm`` key or the computed kind), ``learned_temperature`` (the learned inverse
+  temperature) and ``mixing`` (how well the modalities' embeddings mix, see
+  ``check_mixing``; a warning says when they stay apart).
 
 Every input is checked before any work; nothing is written unless training succeeds.
 

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from scx.train import AdversarialTrainingPlan
+from scx.train import AdversarialTrainingPlan, adam
 
 
 class SCPairingTrainingPlan(AdversarialTrainingPlan):
@@ -69,7 +69,7 @@ class SCPairingTrainingPlan(AdversarialTrainingPlan):
                 decoders.append(parameter)
             else:
                 others.append(parameter)
-        opt_g = torch.optim.Adam(
+        opt_g = adam(
             [
                 {"params": others, "weight_decay": 0.0},
                 {"params": decoders, "weight_decay": self.weight_decay},
@@ -80,9 +80,7 @@ class SCPairingTrainingPlan(AdversarialTrainingPlan):
         )
         if not discriminators:
             return opt_g
-        opt_d = torch.optim.Adam(
-            discriminators, lr=self.lr_discriminator, betas=self.betas, eps=self.adam_eps
-        )
+        opt_d = adam(discriminators, lr=self.lr_discriminator, betas=self.betas, eps=self.adam_eps)
         return [opt_g, opt_d]
 
     def training_step(self, batch, batch_idx):

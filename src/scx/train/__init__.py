@@ -10,7 +10,13 @@ from ._fit import (
     unknown_name_message,
 )
 from ._logging import EpochMeanLoggingMixin
-from ._plans import AdversarialModule, AdversarialTrainingPlan, LossTrainingPlan, TrainableModule
+from ._plans import (
+    AdversarialModule,
+    AdversarialTrainingPlan,
+    LossTrainingPlan,
+    TrainableModule,
+    adam,
+)
 
 __all__ = [
     "TRAINER_OPTIONS",
@@ -20,6 +26,7 @@ __all__ = [
     "LossTrainingPlan",
     "ProgressBar",
     "TrainableModule",
+    "adam",
     "check_devices",
     "check_trainer_kwargs",
     "fit",

@@ -57,6 +57,23 @@ class AdversarialModule(TrainableModule, Protocol):
         """Discriminator loss; must only use detached outputs of the other networks."""
 
 
+def adam(params, **kwargs) -> torch.optim.Adam:
+    """Adam, with the fused (single-kernel) update where torch has one for the parameters' device.
+
+    The fused update is the same arithmetic as the per-parameter loop, without its ~15 small
+    kernels per parameter tensor per step (measured ~5 % of a Portal step on one CPU thread).
+    """
+    groups = list(params)
+    tensors = [p for g in groups for p in (g["params"] if isinstance(g, dict) else [g])]
+    devices = {p.device.type for p in tensors}
+    fused = (
+        len(devices) == 1
+        and devices <= {"cpu", "cuda"}
+        and all(p.dtype.is_floating_point for p in tensors)
+    )
+    return torch.optim.Adam(groups, fused=fused or None, **kwargs)
+
+
 def _n_obs(batch: dict) -> int:
     return sum(next(iter(tensors.values())).shape[0] for tensors in batch.values())
 
@@ -149,7 +166,7 @@ class LossTrainingPlan(_StepCountingMixin, EpochMeanLoggingMixin, TrainingPlan):
                 params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
             )
         else:
-            optimizer = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+            optimizer = adam(params, lr=self.lr, weight_decay=self.weight_decay)
         if self.lr_decay_epochs is None:
             return optimizer
         scheduler = torch.optim.lr_scheduler.StepLR(
@@ -226,14 +243,14 @@ class AdversarialTrainingPlan(_StepCountingMixin, EpochMeanLoggingMixin, Trainin
     def configure_optimizers(self):
         """One Adam for the generator side, one for the discriminators."""
         generator, discriminator = self._parameter_groups()
-        opt_g = torch.optim.Adam(
+        opt_g = adam(
             generator,
             lr=self.lr,
             betas=self.betas,
             eps=self.adam_eps,
             weight_decay=self.weight_decay,
         )
-        opt_d = torch.optim.Adam(
+        opt_d = adam(
             discriminator,
             lr=self.lr_discriminator,
             betas=self.betas,
