@@ -121,9 +121,17 @@ def run_portal_sc(pcs: np.ndarray, batches: np.ndarray, seed: int, steps: int) -
 
 
 def run_scx_portal(
-    pcs: np.ndarray, batches: np.ndarray, seed: int, steps: int, kwargs: dict
+    pcs: np.ndarray,
+    batches: np.ndarray,
+    seed: int,
+    steps: int,
+    kwargs: dict,
+    tool_kwargs: dict | None = None,
 ) -> dict:
-    """scx.tl.portal on the same joint PCA (``use_rep``), timing every training step."""
+    """scx.tl.portal on the same joint PCA (``use_rep``), timing every training step.
+
+    ``kwargs`` go to the trainer (``trainer_kwargs``), ``tool_kwargs`` to the tool.
+    """
     _quiet()
     import anndata as ad
     from lightning.pytorch.callbacks import Callback
@@ -154,12 +162,22 @@ def run_scx_portal(
         max_steps=steps,
         seed=seed,
         trainer_kwargs={"enable_progress_bar": False, "callbacks": [timer], **kwargs},
+        **(tool_kwargs or {}),
     )
     train_s = time.perf_counter() - start
+    search = adata.uns["portal"].get("lambda_cos_search")
+    if search is not None:
+        print(
+            f"    λ_cos search (seed {seed}): chosen {search['chosen']}, mixing metric "
+            f"{np.round(np.asarray(search['mixing_metric']), 1).tolist()}",
+            flush=True,
+        )
     return {
         "embedding": adata.obsm["X_portal"],
         # whole training loop (data loading included) per step, as for the original
-        "ms_per_step": 1000 * train_s / steps,
+        "ms_per_step": 1000
+        * train_s
+        / (steps * (1 if search is None else len(search["candidates"]))),
         "ms_per_step_compute": 1000 * float(np.median(timer.times)),
     }
 
@@ -237,6 +255,10 @@ def methods(
         "scx Portal bf16": (
             run_scx_portal,
             (pcs, batches, seed, steps, {"precision": "bf16-mixed"}),
+        ),
+        "scx Portal, λ_cos search": (
+            run_scx_portal,
+            (pcs, batches, seed, steps, {}, {"search_lambda_cos": True}),
         ),
     }
 

@@ -1,5 +1,6 @@
 """What the five methods share: the model and module base classes and the tool driver."""
 
+from ._mixing import MIXING_THRESHOLD, MixingCheck
 from ._model import INPUT_STATE_KEY, MODALITY_KEY, MultiModalModelBase, to_tensor, train_docs
 from ._module import ModuleBase
 from ._tool import (
@@ -15,7 +16,9 @@ from ._tool import (
 
 __all__ = [
     "INPUT_STATE_KEY",
+    "MIXING_THRESHOLD",
     "MODALITY_KEY",
+    "MixingCheck",
     "ModuleBase",
     "MultiModalModelBase",
     "Outputs",

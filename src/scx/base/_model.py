@@ -520,6 +520,7 @@ class MultiModalModelBase(BaseModelClass):
         seed: int,
         stage: int | None = None,
         n_stages: int | None = None,
+        detail: str | None = None,
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
         trainer_kwargs: Mapping[str, Any] | None = None,
@@ -527,9 +528,10 @@ class MultiModalModelBase(BaseModelClass):
         """Train one stage; returns (epochs, steps) trained.
 
         ``max_epochs`` / ``max_steps`` (one of them, else ``default`` = (unit, length)) set the
-        length; the progress bar counts in that unit and is labelled with the method and the
-        stage. The stage's history is appended to the model's (with a ``stage`` column for
-        multi-stage methods), so continued or multi-stage training keeps one history.
+        length; the progress bar counts in that unit and is labelled with the method, the stage
+        and ``detail`` (e.g. the candidate of a search). The stage's history is appended to the
+        model's (with a ``stage`` column for multi-stage methods), so continued or multi-stage
+        training keeps one history.
         """
         steps_per_epoch = datamodule.n_batches()
         n_epochs, unit, total = training_length(
@@ -538,6 +540,8 @@ class MultiModalModelBase(BaseModelClass):
         label = self._method_name
         if stage is not None:
             label += f" stage {stage}" + (f"/{n_stages}" if n_stages else "")
+        if detail:
+            label += f", {detail}"
         previous = self.history_ if self.is_trained_ else None
         self.is_trained_ = False
         fit(

@@ -3,17 +3,19 @@
 A tool is made by :func:`method_tool` from a model class and the method's output function. Its
 signature and its documentation are assembled from the model, which declares every setting
 once: the data arguments of ``_fit_inputs``, the settings of ``__init__`` and ``train``, the
-options of the output function, then the common ``key_added``, ``copy``, ``seed`` and
-``trainer_kwargs``. A call runs one path:
+options of the output function, then the common ``check_mixing`` (methods with a joint latent),
+``key_added``, ``copy``, ``seed`` and ``trainer_kwargs``. A call runs one path:
 
 1. every argument checked before any work: unknown names (with a suggestion), the model's
    setting checks (devices included), the output options, the trainer options, the types of
    the data arguments, the method's data checks;
 2. the preprocessing fitted and the model's view registered (:meth:`prepare_inputs`);
-3. the model built and trained, the outputs computed;
+3. the model built and trained, the outputs computed, and the mixing of the modalities in the
+   joint latent measured (:mod:`scx.base._mixing`, for methods that declare a
+   :class:`~scx.base.MixingCheck`);
 4. only then the results written: the keys of an earlier run with the same ``key_added``
    removed, the new ones written, and ``uns[key_added]["params"]`` taken from what the model
-   recorded (:meth:`recorded_params`).
+   recorded (:meth:`recorded_params`); then a warning if the modalities stay apart.
 
 All of it runs inside :func:`scx._settings.isolated_state`, so the caller's random generators,
 thread count and flush-denormal mode are as they were afterwards.
@@ -39,6 +41,7 @@ from scx._settings import isolated_state
 from scx._validation import clean_params
 from scx.train import TRAINER_OPTIONS, check_trainer_kwargs, unknown_name_message
 
+from ._mixing import MixingCheck, mixing_record, warn_if_apart
 from ._model import INPUT_STATE_KEY
 
 logger = logging.getLogger(__name__)
@@ -245,6 +248,9 @@ def _write_modality_column(data: MuData, used: list[str], rows: Mapping) -> bool
 
 # ---------------------------------------------------------------------------- signatures/docs
 _COMMON_DOC = {
+    "check_mixing": "check_mixing\n    After training, measure how well the modalities mix in the "
+    "joint latent (:func:`scx.metrics.cross_modality_neighbor_rate`), store it in "
+    "``uns[key_added]['mixing']`` and warn when they stay apart. ``False`` skips the check.",
     "key_added": "key_added\n    Name of the results: ``obsm[f'X_{key_added}']``, "
     "``obs[f'{key_added}_…']`` and ``uns[key_added]``. A second run with the same name "
     "replaces all of them.",
@@ -304,6 +310,7 @@ class _ToolSpec:
     output_checks: dict[str, Callable]
     new_modalities: tuple[str, ...]
     renamed: dict[str, Any]
+    mixing: MixingCheck | None = None
 
 
 def method_tool(
@@ -315,6 +322,7 @@ def method_tool(
     output_checks: Mapping[str, Callable] | None = None,
     new_modalities: tuple[str, ...] = (),
     renamed: Mapping[str, Any] | None = None,
+    mixing: MixingCheck | None = None,
 ) -> Callable:
     """Build ``scx.tl.<name>`` for ``model_cls`` (see the module docstring).
 
@@ -338,8 +346,12 @@ def method_tool(
     renamed
         Old argument names kept for one release: ``{old: new}`` or ``{old: (new, position)}``
         for one entry of a list argument (e.g. ``"rna": ("modalities", 0)``).
+    mixing
+        The joint latent whose mixing of the modalities is checked after training, and what to
+        try when they stay apart; gives the tool the option ``check_mixing``. ``None``: the
+        method's latent is not a joint embedding of several modalities.
     """
-    common = ["key_added", "copy", "seed", "trainer_kwargs"]
+    common = ["check_mixing", "key_added", "copy", "seed", "trainer_kwargs"]
     data_params = _keyword_params(model_cls._fit_inputs, {"cls", "data", "seed"})
     skip_init = {"self", "data", "adata", "mdata", "seed", *model_cls._data_init_args}
     init_params = _keyword_params(model_cls.__init__, skip_init)
@@ -361,12 +373,16 @@ def method_tool(
                 )
             seen[n] = group
     Param = inspect.Parameter
+    mixing_params = []
+    if mixing is not None:
+        mixing_params = [Param("check_mixing", Param.KEYWORD_ONLY, default=True, annotation="bool")]
     parameters = [
         Param("data", Param.POSITIONAL_OR_KEYWORD, annotation="AnnData | MuData"),
         *data_params,
         *init_params,
         *train_params,
         *output_params,
+        *mixing_params,
         Param("key_added", Param.KEYWORD_ONLY, default=name, annotation="str"),
         Param("copy", Param.KEYWORD_ONLY, default=False, annotation="bool"),
         Param("seed", Param.KEYWORD_ONLY, default=0, annotation="int"),
@@ -385,6 +401,7 @@ def method_tool(
         dict(output_checks or {}),
         tuple(new_modalities),
         dict(renamed or {}),
+        mixing,
     )
 
     def tool(data=None, *args, **kwargs):
@@ -472,6 +489,8 @@ def run_tool(spec: _ToolSpec, arguments: dict) -> Any:
     check_key_added(data, key_added, function=function, embeds=True)
     v.boolean(copy, "copy")
     v.check_positive_int(seed, argname="seed", minimum=0)
+    check_mixing = arguments.get("check_mixing", False)
+    v.boolean(check_mixing, "check_mixing")
     model_cls.check_settings(**group["init"], **group["train"])
     v.run_checks(spec.output_checks, group["output"])
     trainer_kwargs = check_trainer_kwargs(arguments["trainer_kwargs"])
@@ -487,8 +506,17 @@ def run_tool(spec: _ToolSpec, arguments: dict) -> Any:
         model = model_cls(view, **state.get("init", {}), **group["init"], seed=seed)
         model.train(**group["train"], seed=seed, **trainer_kwargs)
         outputs = spec.compute_outputs(model, target, key_added, **group["output"])
+        mixing = None
+        if check_mixing:
+            mixing = mixing_record(
+                spec.mixing, outputs.obsm, key_added, seed=seed, function=function
+            )
     outputs.uns = {"function": function, **outputs.uns}
+    if mixing is not None:
+        outputs.uns["mixing"] = mixing
     params = {**model.recorded_params(), **group["output"], "seed": seed}
+    if spec.mixing is not None:
+        params["check_mixing"] = bool(check_mixing)
     write_outputs(target, key_added, outputs, params)
     logger.info(
         "%s: wrote %s.",
@@ -500,6 +528,8 @@ def run_tool(spec: _ToolSpec, arguments: dict) -> Any:
             + [f".uns[{key_added!r}]"]
         ),
     )
+    if mixing is not None:
+        warn_if_apart(spec.mixing, mixing, key_added, function=function)
     return target if copy else model
 
 

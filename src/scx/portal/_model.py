@@ -16,6 +16,7 @@ from scvi import REGISTRY_KEYS
 from scx import _validation as v
 from scx.base import MultiModalModelBase, global_rows, train_docs
 from scx.data import ModalitySource
+from scx.metrics import mixing_metric
 from scx.pp import apply_transform, joint_pca
 from scx.train import AdversarialTrainingPlan
 
@@ -27,6 +28,8 @@ logger = logging.getLogger(__name__)
 DATASET_KEY = "_scx_dataset"
 #: Cells at which the default schedule doubles (the reference's rule).
 LONG_SCHEDULE_CELLS = 20_000
+#: The reference's λ_cos candidates of ``search_lambda_cos=True`` (15, 20, …, 50).
+LAMBDA_COS_GRID = tuple(float(w) for w in range(15, 55, 5))
 
 
 def domain_order(names: Sequence[str], reference: Any, order: Any) -> list[str]:
@@ -59,6 +62,22 @@ def domain_order(names: Sequence[str], reference: Any, order: Any) -> list[str]:
             )
         others = list(order)
     return [reference, *others]
+
+
+def _check_search(value: Any, argname: str) -> None:
+    """``search_lambda_cos``: True/False, or a non-empty list of distinct loss weights."""
+    if isinstance(value, bool | np.bool_):
+        return
+    if not isinstance(value, list | tuple | np.ndarray):
+        raise ValueError(
+            f"`{argname}` must be True (the reference's grid 15, 20, …, 50), False (no search) "
+            f"or a list of candidate `lambda_cos` weights, got {value!r}."
+        )
+    v.sequence_of(v.weight, min_length=1)(value, argname)
+    if len({float(w) for w in value}) != len(value):
+        raise ValueError(
+            f"`{argname}` lists a candidate twice ({list(value)}); pass distinct weights."
+        )
 
 
 def _check_lambda_cos(lambda_cos: Any, n_stages: int) -> None:
@@ -98,7 +117,7 @@ class PORTAL(MultiModalModelBase):
         Hidden width of every network (512).
     lambda_cos
         Weight of the cosine similarity between a cell and its translation (20); one number, or
-        one weight per integration stage.
+        one weight per integration stage (or chosen from the data by ``search_lambda_cos``).
     lambda_ae
         Weight of the autoencoder reconstruction (10).
     lambda_la
@@ -129,6 +148,7 @@ class PORTAL(MultiModalModelBase):
     _setting_checks: ClassVar[dict[str, Any]] = {
         "n_hidden": v.positive_int(),
         "lambda_cos": v.one_or_sequence_of(v.weight),
+        "search_lambda_cos": _check_search,
         "lambda_ae": v.weight,
         "lambda_la": v.weight,
         "lambda_gan": v.weight,
@@ -367,6 +387,10 @@ class PORTAL(MultiModalModelBase):
         else:
             lambda_cos = [float(lambda_cos)] * n_stages
         self.seed = seed
+        #: the last ``train(search_lambda_cos=...)``: candidates, their mixing metric per stage
+        #: (stages × candidates), the chosen weight of each stage and the dataset it integrated;
+        #: None without a search
+        self.lambda_cos_search_: dict | None = None
         n_input = int(self._registered_inputs().shape[1])
         with self._seeded(seed):
             self.module = self._module_cls(
@@ -401,6 +425,7 @@ class PORTAL(MultiModalModelBase):
         steps_per_epoch: int = 100,
         lr: float = 1e-3,
         replacement: bool = True,
+        search_lambda_cos: bool | Sequence[float] = False,
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
         seed: int | None = None,
@@ -424,6 +449,17 @@ class PORTAL(MultiModalModelBase):
             Adam learning rate of both sides (1e-3).
         replacement
             Sample cells with replacement, as the reference does.
+        search_lambda_cos
+            Choose ``lambda_cos`` per stage from the data, as the reference's
+            ``search_cos=True``: ``True`` tries its grid 15, 20, …, 50, a list tries those
+            weights. Each stage trains one candidate per weight from the same starting weights
+            and seed, scores the stage's latent with :func:`scx.metrics.mixing_metric` (lower:
+            the two sides mix better) and keeps the best candidate before the next stage, so
+            training costs one stage per candidate. The chosen weights replace ``lambda_cos``
+            (and are what ``params`` records); the candidates, their scores and the choice are
+            in ``model.lambda_cos_search_`` and, from :func:`scx.tl.portal`, in
+            ``uns[key_added]["lambda_cos_search"]``. ``False`` (default): train once with
+            ``lambda_cos``.
         """
         settings = self._settings(locals())
         seed = self.seed if seed is None else seed
@@ -434,45 +470,154 @@ class PORTAL(MultiModalModelBase):
             # a short run is one block: max_steps=30 trains 30 steps, not 100
             steps_per_epoch = min(steps_per_epoch, max_steps)
         n_stages = self.module.n_stages
+        if isinstance(search_lambda_cos, bool | np.bool_):
+            candidates = list(LAMBDA_COS_GRID) if search_lambda_cos else None
+        else:
+            candidates = [float(w) for w in search_lambda_cos]
         common = {"accelerator": accelerator, "devices": devices, "trainer_kwargs": trainer_kwargs}
+        self.lambda_cos_search_ = None
+        scores = []
         # every dataset integrated so far in the reference space: needed from stage 2 on only
         # (with two datasets the reference trains on its own inputs, no copy)
         reference_space = None
         for stage in range(n_stages):
             self.module.set_active_stage(stage)
-            plan = self._training_plan_cls(self.module, lr=lr)
-            datamodule = self._make_datamodule(
-                batch_size,
-                seed=seed,
-                sampler_seed=seed + stage,
-                sources=self._stage_sources(stage, reference_space),
-                steps_per_epoch=steps_per_epoch,
-                steps_per_device=True,
-                replacement=replacement,
-            )
-            epochs, steps = self._fit(
-                plan,
-                datamodule,
-                max_epochs=max_epochs,
-                max_steps=max_steps,
-                default=default,
-                seed=seed + stage,
-                stage=stage + 1,
-                n_stages=n_stages,
-                **common,
-            )
+
+            def train_stage(detail: str | None = None, stage=stage, space=reference_space):
+                plan = self._training_plan_cls(self.module, lr=lr)
+                datamodule = self._make_datamodule(
+                    batch_size,
+                    seed=seed,
+                    sampler_seed=seed + stage,
+                    sources=self._stage_sources(stage, space),
+                    steps_per_epoch=steps_per_epoch,
+                    steps_per_device=True,
+                    replacement=replacement,
+                )
+                return self._fit(
+                    plan,
+                    datamodule,
+                    max_epochs=max_epochs,
+                    max_steps=max_steps,
+                    default=default,
+                    seed=seed + stage,
+                    stage=stage + 1,
+                    n_stages=n_stages,
+                    detail=detail,
+                    **common,
+                )
+
+            if candidates is None:
+                epochs, steps = train_stage()
+            else:
+                (epochs, steps), stage_scores = self._search_stage(
+                    stage, candidates, train_stage, reference_space, seed
+                )
+                scores.append(stage_scores)
             if stage + 1 < n_stages:
                 reference_space = self._integrate(stage, reference_space)
         self.module.set_active_stage(n_stages - 1)
         self.module.requires_grad_(True)
         self.module.eval()
+        resolved = {}
+        if candidates is not None:
+            chosen = list(self.module.lambda_cos)
+            #: the search: candidates, their mixing metric per stage, the chosen weights
+            self.lambda_cos_search_ = {
+                "candidates": candidates,
+                "mixing_metric": np.asarray(scores, dtype=np.float64),
+                "chosen": chosen,
+                "integrated": list(self.domains_[1:]),
+            }
+            # the model is now the one built with the chosen weights (also for save/load)
+            self.init_params_["non_kwargs"]["lambda_cos"] = chosen
+            resolved["lambda_cos"] = chosen
         self._record_train(
             settings,
             max_epochs=epochs,
             max_steps=steps,
             steps_per_epoch=steps_per_epoch,
+            search_lambda_cos=candidates,
             seed=seed,
+            **resolved,
         )
+
+    def _search_stage(
+        self,
+        stage: int,
+        candidates: list[float],
+        train_stage,
+        reference_space: np.ndarray | None,
+        seed: int,
+    ) -> tuple[tuple[int, int], list[float]]:
+        """Train ``stage`` once per ``lambda_cos`` candidate and keep the best-mixed one.
+
+        Every candidate starts from the stage's weights as they are now, with the same seed, so
+        the kept candidate is exactly what a run with that ``lambda_cos`` trains. Returns the
+        (epochs, steps) trained and the mixing metric of each candidate.
+        """
+        nets = (self.module.stages[stage], self.module.discriminators[stage])
+        start = [_state_copy(net) for net in nets]
+        before = (self.history_, self.is_trained_)
+        n_stages = self.module.n_stages
+        scores, results = [], []
+        for k, weight in enumerate(candidates):
+            for net, state in zip(nets, start):
+                net.load_state_dict(state)
+            self.history_, self.is_trained_ = before
+            self.module.lambda_cos[stage] = weight
+            length = train_stage(f"lambda_cos {weight:g} ({k + 1}/{len(candidates)})")
+            score = mixing_metric(*self._stage_latent(stage, reference_space), seed=seed)
+            logger.info(
+                "Portal stage %d/%d: lambda_cos %g gives mixing metric %.2f (lower is better).",
+                stage + 1,
+                n_stages,
+                weight,
+                score,
+            )
+            scores.append(score)
+            results.append(
+                ([_state_copy(net) for net in nets], self.history_, self.trainer, length)
+            )
+        best = int(np.argmin(scores))
+        states, self.history_, self.trainer, length = results[best]
+        for net, state in zip(nets, states):
+            net.load_state_dict(state)
+        self.module.lambda_cos[stage] = candidates[best]
+        self.is_trained_ = True
+        logger.info(
+            "Portal stage %d/%d: chose lambda_cos %g (mixing metric %.2f; candidates %s).",
+            stage + 1,
+            n_stages,
+            candidates[best],
+            scores[best],
+            ", ".join(f"{w:g}: {m:.2f}" for w, m in zip(candidates, scores)),
+        )
+        return length, scores
+
+    def _stage_latent(
+        self, stage: int, reference_space: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The latent of a stage's two sides and each cell's side (``"A"``, ``"B"``).
+
+        Side A holds every dataset integrated so far (in the reference space), B the dataset
+        the stage integrates, as the stage trained on them.
+        """
+        registered = np.asarray(self._registered_inputs())
+        space = registered if reference_space is None else reference_space
+        integrated = np.sort(
+            np.concatenate([self.sources[m].indices for m in self.domains_[: stage + 1]])
+        )
+        query = self.sources[self.domains_[stage + 1]].indices
+        sides = []
+        for side, X in ((0, space[integrated]), (1, registered[query])):
+            sides.append(
+                self._apply_in_chunks(
+                    X, lambda x, side=side: self.module.encode(x, stage, side), self.module.n_latent
+                )
+            )
+        labels = np.repeat(["A", "B"], [len(integrated), len(query)])
+        return np.concatenate(sides), labels
 
     def _stage_sources(
         self, stage: int, reference_space: np.ndarray | None
@@ -682,6 +827,11 @@ class PORTAL(MultiModalModelBase):
 
 
 # ---------------------------------------------------------------------------- helpers
+def _state_copy(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of a network's weights."""
+    return {name: value.detach().clone() for name, value in net.state_dict().items()}
+
+
 def _datasets(
     data: Any, modalities: Sequence[str] | None, batch_key: str | None
 ) -> dict[str, AnnData]:

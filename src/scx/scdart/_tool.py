@@ -9,7 +9,7 @@ from anndata import AnnData
 from mudata import MuData
 
 from scx import _validation as v
-from scx.base import Outputs, method_tool
+from scx.base import MixingCheck, Outputs, method_tool
 
 from ._diffusion import post_align
 from ._model import SCDART
@@ -75,6 +75,15 @@ scdart = method_tool(
         "atac": ("modalities", 1),
         "n_pcs": "diffusion_n_pcs",
     },
+    # the post-alignment moves every ATAC cell onto RNA cells whatever the raw latent, so the
+    # raw latent is the one that shows whether training aligned the modalities
+    mixing=MixingCheck(
+        embedding="X_{key_added}_raw",
+        hint="Train longer (`max_epochs`/`max_steps`), raise `lambda_mmd`, give `anchors` "
+        "(cells known to match), and check the peak-gene links "
+        "(`uns['{key_added}']['n_prior_links']`, `['n_linked_genes']`): a prior linking few "
+        "genes, or peaks and genes of different genome builds, cannot align the modalities.",
+    ),
     doc="""Integrate unpaired scRNA-seq and scATAC-seq with scDART and learn gene activity.
 
 Trains :class:`scx.model.SCDART` on the RNA counts and the ATAC peaks with a peak–gene prior
@@ -89,7 +98,8 @@ embedding at times ``ts``), then writes
 * with ``gene_activity_key``, a new modality ``data.mod[gene_activity_key]``: the ATAC cells ×
   RNA genes predicted by the gene-activity network;
 * ``uns[key_added]``: ``params`` (every setting as used), ``n_prior_links``,
-  ``n_linked_genes``.
+  ``n_linked_genes`` and ``mixing`` (how well RNA and ATAC mix in the raw latent, see
+  ``check_mixing``; a warning says when they stay apart: the post-alignment hides it).
 
 Every input is checked before any work; nothing is written unless training succeeds.
 ``sc.pp.neighbors(data, use_rep="X_scdart")`` and :func:`scx.tl.pseudotime` work on the result.

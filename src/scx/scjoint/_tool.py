@@ -5,7 +5,7 @@ from __future__ import annotations
 from mudata import MuData
 
 from scx import _validation as v
-from scx.base import Outputs, method_tool
+from scx.base import MixingCheck, Outputs, method_tool
 
 from ._model import SCJOINT
 
@@ -38,6 +38,11 @@ scjoint = method_tool(
     name="scjoint",
     output_checks={"min_confidence": v.optional(v.fraction(low_open=False))},
     renamed={"rna": ("modalities", 0), "atac": ("modalities", 1)},
+    mixing=MixingCheck(
+        hint="Train longer (`max_epochs`), and check the ATAC cells' gene activity: the "
+        "`annotation` must match the genome build of the peaks and the RNA's gene names "
+        "(`uns['{key_added}']['n_genes']` genes are shared).",
+    ),
     doc="""Integrate unpaired scRNA-seq and scATAC-seq and transfer RNA labels to ATAC (scJoint).
 
 Trains :class:`scx.model.SCJOINT` on the RNA cells (with labels) and the ATAC cells (as gene
@@ -48,7 +53,9 @@ activity over the shared genes, computed from peaks with ``annotation``), then w
 * ``obs[f"{key_added}_label"]`` and ``obs[f"{key_added}_confidence"]`` for the ATAC cells (NaN
   for RNA cells): the kNN-transferred label and the fraction of the ``n_neighbors`` nearest RNA
   cells that carry it;
-* ``uns[key_added]``: ``params`` (every setting as used), ``labels``, ``n_genes``.
+* ``uns[key_added]``: ``params`` (every setting as used), ``labels``, ``n_genes`` and
+  ``mixing`` (how well RNA and ATAC mix in the latent, see ``check_mixing``; a warning says
+  when they stay apart).
 
 Every input is checked before any work; nothing is written unless training succeeds. The
 defaults follow the reference (binary input, one linear layer, p = 0.8) with four documented
