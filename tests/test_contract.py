@@ -293,3 +293,22 @@ def test_failure_during_training_leaves_data_unchanged(name, monkeypatch):
         case.tool(case.data, trainer_kwargs=QUIET, **case.kwargs)
     assert_state(before, case.data)
     assert_same_state(state, global_state())
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bf16_mixed_precision_trains(name):
+    """`trainer_kwargs={"precision": "bf16-mixed"}` works for every method (gradient clipping
+    included: a fused optimiser cannot be clipped under Lightning's mixed precision) and gives
+    finite embeddings."""
+    case = CASES[name]()
+    data = case.data.copy()
+    case.tool(
+        data,
+        seed=0,
+        trainer_kwargs={**QUIET, "precision": "bf16-mixed"},
+        check_mixing=False,
+        **case.kwargs,
+    )
+    for embedding in embeddings(data, case.obsm).values():
+        finite = embedding[~np.isnan(embedding).all(axis=1)]
+        assert finite.size and np.isfinite(finite).all()

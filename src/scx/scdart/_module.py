@@ -330,7 +330,9 @@ class SCDARTModule(ModuleBase):
             x = torch.sparse_csr_tensor(
                 x.crow_indices(), x.col_indices(), values.to(weight.dtype), size=x.shape
             )
-            return x @ weight.T
+            # sparse products have no reduced-precision kernels: float32 under mixed precision
+            with torch.autocast(x.device.type, enabled=False):
+                return x @ weight.T
         if x.layout != torch.strided:
             x = x.to_dense()
         if self.atac_transform == "binary":

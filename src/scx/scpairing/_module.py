@@ -71,7 +71,11 @@ def clip_loss(f1: torch.Tensor, f2: torch.Tensor, scale: torch.Tensor) -> torch.
     computed by :class:`_SymmetricClip`: both directions share one exponential of the batch ×
     batch logits and one buffer, instead of two log-softmaxes forward and backward.
     """
-    return _SymmetricClip.apply(f1, f2, scale)
+    if f1.dtype != f2.dtype or f1.dtype in (torch.float16, torch.bfloat16):
+        # mixed precision: the n × n exponential and its sums stay in float32
+        f1, f2 = f1.float(), f2.float()
+    with torch.autocast(f1.device.type, enabled=False):
+        return _SymmetricClip.apply(f1, f2, scale.to(f1.dtype))
 
 
 #: Largest logit bound ``b`` for the single shifted exponential: logits lie in ``[-b, b]``, so
@@ -329,8 +333,8 @@ class SCPAIRINGModule(ModuleBase):
         return sigmoid_loss(f1, f2, s, self.sigmoid_bias)
 
     def posterior(self, mu: torch.Tensor, kappa: torch.Tensor) -> PowerSpherical:
-        """Power Spherical posterior ``q(z | x)``."""
-        return PowerSpherical(mu, kappa)
+        """Power Spherical posterior ``q(z | x)`` (in float32: its Beta sampler has no bf16)."""
+        return PowerSpherical(mu.float(), kappa.float())
 
     def kl_uniform(self, q: PowerSpherical) -> torch.Tensor:
         """Per-cell KL divergence from ``q`` to the uniform distribution on the sphere."""

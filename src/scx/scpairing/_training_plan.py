@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from scx.train import AdversarialTrainingPlan, adam
+from scx.train import AdversarialTrainingPlan, adam, mixed_precision
 
 
 class SCPairingTrainingPlan(AdversarialTrainingPlan):
@@ -74,6 +74,7 @@ class SCPairingTrainingPlan(AdversarialTrainingPlan):
                 {"params": others, "weight_decay": 0.0},
                 {"params": decoders, "weight_decay": self.weight_decay},
             ],
+            allow_fused=self.clip_norm is None or not mixed_precision(self),
             lr=self.lr,
             betas=self.betas,
             eps=self.adam_eps,

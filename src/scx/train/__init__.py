@@ -16,6 +16,7 @@ from ._plans import (
     LossTrainingPlan,
     TrainableModule,
     adam,
+    mixed_precision,
 )
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "check_devices",
     "check_trainer_kwargs",
     "fit",
+    "mixed_precision",
     "training_length",
     "unknown_name_message",
 ]
