@@ -493,3 +493,22 @@ def test_old_call_forms_warn():
         )
     with pytest.raises(TypeError, match="positional"):
         scx.tl.portal(adata, "batch")
+
+
+def test_max_epochs_alone_and_copy():
+    """The two calls that failed in the issue: ``max_epochs=`` alone, and ``copy=True``."""
+    adata = scx.datasets.synthetic_batches(n_cells=200, n_types=3, seed=1)
+    before = adata.copy()
+    result = scx.tl.portal(
+        adata,
+        batch_key="batch",
+        max_epochs=1,
+        steps_per_epoch=5,
+        batch_size=50,
+        copy=True,
+        trainer_kwargs={"enable_progress_bar": False},
+    )
+    params = result.uns["portal"]["params"]
+    assert params["max_epochs"] == 1 and params["max_steps"] == 5
+    assert "X_portal" in result.obsm and "X_portal" not in adata.obsm
+    assert adata.obs.equals(before.obs) and set(adata.uns) == set(before.uns)
