@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import multiprocessing as mp
-import resource
 import sys
 import time
 import traceback
@@ -12,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from _memory import peak_mb, reset_peak
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,41 +30,14 @@ def find_data_dir() -> Path:
     return path
 
 
-def _status_mb(field: str) -> float | None:
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
 def rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB.
-
-    Reads the kernel's high-water mark ``VmHWM`` where available: ``ru_maxrss`` survives
-    ``exec`` on Linux, so a spawned worker would report its parent's peak.
-    """
-    peak = _status_mb("VmHWM")
-    if peak is not None:
-        return peak
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _reset_peak() -> None:
-    """Reset the high-water mark to the current memory (Linux ≥ 4.0; else a no-op)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as refs:
-            refs.write("5")
-    except OSError:
-        pass
+    """Peak resident memory of this process so far, in MiB (see :func:`_memory.peak_mb`)."""
+    return peak_mb()
 
 
 def _worker(fn: Callable, args: tuple, queue: mp.Queue) -> None:
     try:
-        _reset_peak()
+        reset_peak()
         baseline = rss_mb()
         start = time.perf_counter()
         result = fn(*args)

@@ -25,6 +25,10 @@ import sys
 import time
 from pathlib import Path
 
+# the benchmarks' stdlib-only memory helpers, one folder up (runners run in the originals' venvs)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _memory import peak_mb, reset_peak, status_mb
+
 
 def parse_args(extra=None) -> argparse.Namespace:
     """The runner command line (plus method-specific options added by ``extra(parser)``)."""
@@ -57,27 +61,16 @@ def add_checkout(path: Path | None) -> None:
         sys.path.insert(0, str(Path(path).resolve()))
 
 
-def _status_mb(field: str) -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def reset_peak_memory() -> float:
     """Reset the peak-RSS mark to the current RSS (Linux); returns the current RSS in MB."""
-    try:
-        with open("/proc/self/clear_refs", "w") as refs:
-            refs.write("5")
-    except OSError:
-        pass
-    return _status_mb("VmRSS")
+    reset_peak()
+    current = status_mb("VmRSS")
+    return float("nan") if current is None else current
 
 
 def peak_memory_mb() -> float:
     """Peak resident memory of this process (MB)."""
-    return _status_mb("VmHWM")
+    return peak_mb()
 
 
 class StepTimer:
