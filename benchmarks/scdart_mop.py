@@ -15,8 +15,9 @@ only scores:
 
 Methods (each in its own process; wall time and peak memory are its own): scx scDART with its
 defaults apart from the number of epochs (see ``--max-epochs``) and the variants of
-``--scdart-variants`` (the reference's SNARE-seq setting ``lambda_mmd=10``, the reference's
-random initialisation, the scale-invariant prior penalty), Seurat-v3-style CCA (30 components)
+``--scdart-variants`` (``scx.scdart.REFERENCE_SETTINGS``: the reference's losses and
+initialisation; the reference's SNARE-seq script; the defaults without the candidate-pair
+loss or with the reference's absolute prior penalty), Seurat-v3-style CCA (30 components)
 on log-normalised RNA and prior-based gene activity, and scx scJoint with its defaults (gene
 activity from the mm10 table). The prior is the shipped ``rna.varm["gene_region"]`` (gene body +
 2 kb upstream).
@@ -42,12 +43,12 @@ ANNOTATION = "annotations/genes_mm10_GRCm38_ensembl_MAESTRO.tsv.gz"
 #: scDART runs: name → (row label, arguments of ``scx.tl.scdart`` besides the defaults).
 SCDART_VARIANTS = {
     "default": ("scDART scx defaults", {}),
-    "mmd10": ("scDART lambda_mmd=10 (reference SNARE)", {"lambda_mmd": 10.0}),
-    "reference-init": ("scDART reference init (init_from_prior=False)", {"init_from_prior": False}),
-    "relative": ("scDART prior_penalty='relative_l1'", {"prior_penalty": "relative_l1"}),
+    "reference": ("scDART REFERENCE_SETTINGS", {"reference": True}),
+    "no-pairs": ("scDART lambda_pairs=0", {"lambda_pairs": 0.0}),
+    "l1": ("scDART prior_penalty='l1'", {"prior_penalty": "l1"}),
     "reference-scripts": (
-        "scDART n_latent=4, lambda_mmd=10 (reference SNARE script)",
-        {"n_latent": 4, "lambda_mmd": 10.0},
+        "scDART REFERENCE_SETTINGS, n_latent=4, lambda_mmd=10 (reference SNARE script)",
+        {"reference": True, "n_latent": 4, "lambda_mmd": 10.0},
     ),
 }
 
@@ -88,6 +89,8 @@ def run_scdart(rna, atac, kwargs: dict, threads: int) -> dict:
     import scx
     from scx._neighbors import knn_transfer
 
+    if kwargs.pop("reference", False):
+        kwargs = {**scx.scdart.REFERENCE_SETTINGS, **kwargs}
     mdata = mudata.MuData({"rna": rna, "atac": atac})
     model = scx.tl.scdart(
         mdata, prior="gene_region", trainer_kwargs={"enable_progress_bar": False}, **kwargs
@@ -105,6 +108,8 @@ def run_scdart(rna, atac, kwargs: dict, threads: int) -> dict:
         "gene_activity": model.get_gene_activity().to_numpy(),
         "epochs": len(model.history_["loss_train"]),
         "on_link_mass": float(linked.sum() / weights.sum()),
+        # each ATAC cell's candidate RNA partners (row indices, −1: none), or None
+        "partners": None if model.candidate_pairs_ is None else model._pairs_cache[1],
         "history": {k: v.iloc[:, 0].astype(float).tolist() for k, v in model.history_.items()},
     }
 
@@ -203,6 +208,14 @@ def main() -> None:
         }
         if "z_rna_raw" in res:
             row["FOSCTTM_raw"] = scx.metrics.foscttm(res["z_rna_raw"][perm], res["z_atac_raw"])
+        if res.get("partners") is not None:
+            atac_index, slot = np.nonzero(res["partners"] >= 0)
+            rna_types = rna.obs["cell_type"].astype(str).to_numpy()
+            partner_types = rna_types[res["partners"][atac_index, slot]]
+            row["pairs_same_type"] = float((partner_types == truth[atac_index]).mean())
+            row["pairs_true_partner"] = float(
+                (res["partners"][atac_index, slot] == perm[atac_index]).mean()
+            )
         if "gene_activity" in res:
             r = per_gene_pearson(res["gene_activity"].astype(np.float64), measured)
             row["gene_r_median"] = float(np.nanmedian(r))

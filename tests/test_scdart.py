@@ -13,7 +13,7 @@ from scipy import sparse, stats
 import scx
 from conftest import QUIET, assert_unchanged, snapshot
 from scx.scdart import SCDART, diffusion_coordinates, resolve_prior
-from scx.scdart._module import diffusion_kl, mmd
+from scx.scdart._module import MMD_BANDWIDTHS, diffusion_kl, mmd
 
 #: Small networks keep the tests fast; the architecture is the reference's otherwise.
 SMALL = {"n_hidden_gene_activity": (256, 128), "n_hidden_encoder": (128, 64)}
@@ -297,6 +297,32 @@ def test_diffusion_coordinates_give_diffusion_distances():
     assert np.isclose(np.sqrt((ours**2).sum()), 1.0, rtol=1e-4)
 
 
+@pytest.mark.parametrize("scale", [1e-4, 1.0, 30.0, 1e4])
+def test_mmd_equals_every_bandwidth_exponentiated(scale):
+    """Skipping inert bandwidths gives the value and gradient of the plain float64 formula."""
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.randn(64, 4, generator=gen) * scale).requires_grad_()
+    y = (torch.randn(80, 4, generator=gen) * scale + scale).requires_grad_()
+    ours = mmd(x, y)
+    ours.backward()
+    grads = x.grad.clone(), y.grad.clone()
+    x64, y64 = (t.detach().double().requires_grad_() for t in (x, y))
+    sigma = torch.tensor(MMD_BANDWIDTHS, dtype=torch.float64)
+
+    def kernel_mean(a, b):
+        sq = torch.cdist(a, b) ** 2
+        return torch.exp(-sq[None] / (2 * sigma[:, None, None])).sum(0).mean()
+
+    cost = kernel_mean(x64, x64) + kernel_mean(y64, y64) - 2 * kernel_mean(x64, y64)
+    exact = torch.sqrt(cost * cost + 1e-9)
+    exact.backward()
+    assert float(ours.detach()) == pytest.approx(float(exact.detach()), rel=1e-4, abs=1e-6)
+    for ours_grad, exact_grad in zip(grads, (x64.grad, y64.grad)):
+        np.testing.assert_allclose(
+            ours_grad.numpy(), exact_grad.numpy(), rtol=1e-3, atol=1e-4 * exact_grad.abs().max()
+        )
+
+
 def test_losses():
     z = torch.randn(50, 4)
     assert float(mmd(z, z)) == pytest.approx(np.sqrt(1e-9), abs=1e-6)
@@ -332,7 +358,9 @@ def test_relative_prior_penalty_ignores_layer_scale():
     torch.manual_seed(0)
     rows, cols = torch.arange(6), torch.arange(6) * 2
     kwargs = {"n_hidden_gene_activity": (16, 8), "n_hidden_encoder": (8,)}
-    absolute = SCDARTModule(6, 12, rows, cols, prior_penalty_peaks=None, **kwargs)
+    absolute = SCDARTModule(
+        6, 12, rows, cols, prior_penalty="l1", prior_penalty_peaks=None, **kwargs
+    )
     relative = SCDARTModule(
         6, 12, rows, cols, prior_penalty="relative_l1", prior_penalty_peaks=None, **kwargs
     )
@@ -524,3 +552,123 @@ def test_pseudotime_copy_rerun_and_old_call_form(trained):
     with pytest.warns(FutureWarning, match="by name"):
         scx.tl.pseudotime(result, "X_scdart", "rna0", backbone=False)
     assert result.uns["trajectory"]["root_cell"] == "rna0"
+
+
+# ---------------------------------------------------------------- candidate pairs, speed paths
+def test_candidate_pairs_find_partners_and_turn_off():
+    """CCA + MNN of RNA and prior gene activity pairs cells of the same stage; the loss is in
+    the history by default and absent with ``REFERENCE_SETTINGS``."""
+    mdata = trajectory(seed=1, branch_ramp=0.2)
+    model = scx.tl.scdart(mdata, prior="peak_prior", max_epochs=2, seed=1, **TINY)
+    partners = model._pairs_cache[1]
+    assert partners.shape[0] == mdata["atac"].n_obs
+    atac_index, slot = np.nonzero(partners >= 0)
+    rna_index = partners[atac_index, slot]
+    # most ATAC cells get a partner, and partners are close in true time (cells are paired
+    # by index in the generated data: random pairs differ by ~1/3 of the time range)
+    assert np.unique(atac_index).size > 0.5 * mdata["atac"].n_obs
+    time_rna = mdata["rna"].obs["pseudotime"].to_numpy()
+    time_atac = mdata["atac"].obs["pseudotime"].to_numpy()
+    gap = np.abs(time_rna[rna_index] - time_atac[atac_index]).mean()
+    random_gap = np.abs(time_rna[:, None] - time_atac[None, :]).mean()
+    assert gap < 0.5 * random_gap, (gap, random_gap)
+    assert "pairs_train" in model.history_
+    record = mdata.uns["scdart"]["candidate_pairs"]
+    assert record["n_pairs"] == atac_index.size
+    assert record["n_atac_cells_paired"] == np.unique(atac_index).size
+    other = trajectory(seed=1, branch_ramp=0.2)
+    reference = scx.tl.scdart(
+        other,
+        prior="peak_prior",
+        max_epochs=2,
+        **TINY,
+        **scx.scdart.REFERENCE_SETTINGS,
+    )
+    assert "pairs_train" not in reference.history_
+    assert reference.module.prior_penalty == "l1"
+    assert "candidate_pairs" not in other.uns["scdart"]
+
+
+def test_pair_loss_matches_partners_in_the_batch_and_is_scale_free():
+    from scx.scdart._module import pair_loss
+
+    gen = torch.Generator().manual_seed(0)
+    z_rna = torch.randn(6, 3, generator=gen)
+    z_atac = torch.randn(5, 3, generator=gen)
+    rna_rows = torch.tensor([40, 12, 7, 33, 2, 19])
+    # ATAC cell 0 ↔ RNA row 7 (batch position 2), ATAC 3 ↔ RNA rows 19 and 2; row 99 absent
+    partners = torch.tensor([[7, -1], [99, -1], [-1, -1], [19, 2], [-1, -1]])
+    pairs = [(0, 2), (3, 5), (3, 4)]
+    paired = np.mean([float(((z_atac[a] - z_rna[r]) ** 2).sum()) for a, r in pairs])
+    cross = float(torch.cdist(z_atac, z_rna).pow(2).mean())
+    value = float(pair_loss(z_rna, z_atac, rna_rows, partners))
+    assert value == pytest.approx(paired / cross, rel=1e-5)
+    assert float(pair_loss(10 * z_rna, 10 * z_atac, rna_rows, partners)) == pytest.approx(value)
+    none = torch.full((5, 2), -1)
+    assert float(pair_loss(z_rna, z_atac, rna_rows, none)) == 0.0
+
+
+def test_mutual_neighbors_match_the_definition():
+    from scx._neighbors import knn, mutual_neighbors
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(60, 4)), rng.normal(size=(45, 4))
+    i, j = mutual_neighbors(a, b, 5)
+    of_a, _ = knn(b, a, 5, method="exact")
+    of_b, _ = knn(a, b, 5, method="exact")
+    expected = {(p, q) for p in range(60) for q in of_a[p] if p in of_b[q]}
+    assert set(zip(i.tolist(), j.tolist(), strict=True)) == expected and expected
+
+
+def test_cca_embeddings_recover_matched_cells():
+    """Two datasets over the same features measured with different noise and scales: each
+    cell's counterpart is its near neighbour in the CCA space."""
+    rng = np.random.default_rng(0)
+    latent = rng.normal(size=(300, 5))
+    loading = rng.normal(size=(5, 40))
+    X = latent @ loading + 0.5 * rng.normal(size=(300, 40))
+    Y = 3 * (latent @ loading) + 2 * rng.normal(size=(300, 40)) + 7
+    u, w = scx.pp.cca_embeddings(X, sparse.csr_matrix(Y), n_components=5)
+    assert u.shape == (300, 5) and np.allclose(np.linalg.norm(u, axis=1), 1)
+    assert scx.metrics.foscttm(u, w) < 0.05
+    shuffled = rng.permutation(300)
+    assert scx.metrics.foscttm(u, w[shuffled]) > 0.3
+
+
+def test_sparse_peak_product_gradient_equals_dense_autograd():
+    from scx.scdart._module import _SparsePeakProduct
+
+    gen = torch.Generator().manual_seed(0)
+    dense = (torch.rand(30, 50, generator=gen) < 0.1).double()
+    x = dense.to_sparse_csr()
+    kernel = torch.randn(50, 8, dtype=torch.float64, generator=gen, requires_grad=True)
+    peaks = torch.tensor([3, 0, 49, 17])
+    g_hidden = torch.randn(30, 8, dtype=torch.float64, generator=gen)
+    g_rows = torch.randn(4, 8, dtype=torch.float64, generator=gen)
+    hidden, rows = _SparsePeakProduct.apply(x, kernel, peaks)
+    torch.autograd.backward([hidden, rows], [g_hidden, g_rows])
+    ours = kernel.grad.clone()
+    kernel.grad = None
+    torch.autograd.backward([dense @ kernel, kernel[peaks]], [g_hidden, g_rows])
+    torch.testing.assert_close(hidden, dense @ kernel)
+    torch.testing.assert_close(ours, kernel.grad)
+
+
+def test_models_saved_with_an_output_major_first_layer_load():
+    from scx.nn import InputMajorLinear
+
+    layer = InputMajorLinear(7, 3)
+    old = {"weight": torch.randn(3, 7)}  # nn.Linear layout, as saved before
+    layer.load_state_dict(old)
+    torch.testing.assert_close(layer.weight, old["weight"])
+    torch.testing.assert_close(layer(torch.eye(7)), old["weight"].T)
+
+
+def test_candidate_pairs_use_at_most_the_most_variable_genes(monkeypatch):
+    import scx.scdart._model as scdart_model
+
+    monkeypatch.setattr(scdart_model, "PAIR_MAX_GENES", 40)
+    mdata = trajectory(seed=2)
+    scx.tl.scdart(mdata, prior="peak_prior", max_epochs=1, **TINY)
+    assert mdata.uns["scdart"]["candidate_pairs"]["n_genes"] == 40
+    assert mdata.uns["scdart"]["candidate_pairs"]["n_pairs"] > 0

@@ -126,6 +126,30 @@ def _knn_pynndescent(
     return indices.astype(np.int64), distances.astype(np.float32)
 
 
+def mutual_neighbors(
+    a: np.ndarray,
+    b: np.ndarray,
+    n_neighbors: int,
+    *,
+    metric: Metric = "euclidean",
+    random_state: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mutual nearest neighbours between the rows of ``a`` and of ``b``.
+
+    ``(i, j)`` is a pair when ``b[j]`` is among the ``n_neighbors`` nearest rows of ``b`` to
+    ``a[i]`` and ``a[i]`` among the nearest rows of ``a`` to ``b[j]``. Returns the row indices
+    ``(i, j)`` of every pair, sorted by ``i`` then ``j``.
+    """
+    n_a, n_b = a.shape[0], b.shape[0]
+    of_a, _ = knn(b, a, n_neighbors, metric=metric, random_state=random_state)
+    of_b, _ = knn(a, b, n_neighbors, metric=metric, random_state=random_state)
+    # one integer per (i, j); a pair is mutual when both searches found it
+    keys_a = (np.arange(n_a, dtype=np.int64)[:, None] * n_b + of_a).ravel()
+    keys_b = (of_b * n_b + np.arange(n_b, dtype=np.int64)[:, None]).ravel()
+    mutual = np.intersect1d(keys_a, keys_b)
+    return mutual // n_b, mutual % n_b
+
+
 def vote(
     neighbor_labels: np.ndarray, n_classes: int, *, weights: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:

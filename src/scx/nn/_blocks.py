@@ -35,6 +35,43 @@ def make_activation(name: Activation, negative_slope: float = 0.2) -> nn.Module:
     )
 
 
+class InputMajorLinear(nn.Module):
+    """Linear map without bias whose weight is stored input-major (``n_input × n_output``).
+
+    For wide sparse inputs (scDART's peaks): the weight gradient of ``x @ kernel`` for a
+    sparse ``x`` is ``xᵀ g``, produced in this layout, and picking the rows of some inputs
+    (``kernel[inputs]``) reads contiguous memory; with ``nn.Linear``'s output-major weight
+    every step transposes and accumulates a gradient the size of the whole weight. Same
+    distribution at initialisation as ``nn.Linear`` (uniform in ±1/√n_input).
+    """
+
+    def __init__(self, n_input: int, n_output: int):
+        super().__init__()
+        self.in_features, self.out_features = int(n_input), int(n_output)
+        bound = 1.0 / self.in_features**0.5
+        self.kernel = nn.Parameter(torch.empty(self.in_features, self.out_features))
+        nn.init.uniform_(self.kernel, -bound, bound)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The weight in ``nn.Linear``'s layout (``n_output × n_input``), a view."""
+        return self.kernel.T
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x @ kernel``; ``x`` dense or sparse CSR."""
+        return x @ self.kernel
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # models saved when this layer was an ``nn.Linear`` store ``weight`` (out × in)
+        old = state_dict.pop(prefix + "weight", None)
+        if old is not None and prefix + "kernel" not in state_dict:
+            state_dict[prefix + "kernel"] = old.T.contiguous()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias=False"
+
+
 class MLP(nn.Module):
     """Stack of ``Linear → [norm] → activation → [dropout]`` blocks.
 
@@ -62,6 +99,8 @@ class MLP(nn.Module):
         Extra arguments of ``BatchNorm1d`` (e.g. ``momentum``, ``eps``).
     negative_slope
         Slope of the leaky ReLU.
+    input_major_first
+        Make the first layer an :class:`InputMajorLinear` (no bias): for wide sparse inputs.
     """
 
     def __init__(
@@ -77,13 +116,19 @@ class MLP(nn.Module):
         activate_output: bool = False,
         batch_norm_kwargs: dict | None = None,
         negative_slope: float = 0.2,
+        input_major_first: bool = False,
     ):
         super().__init__()
+        if input_major_first and bias:
+            raise ValueError("`input_major_first=True` needs `bias=False`.")
         widths = [n_input, *n_hidden, n_output]
         layers: list[nn.Module] = []
         n_blocks = len(widths) - 1
         for i in range(n_blocks):
-            layers.append(nn.Linear(widths[i], widths[i + 1], bias=bias))
+            if i == 0 and input_major_first:
+                layers.append(InputMajorLinear(widths[0], widths[1]))
+            else:
+                layers.append(nn.Linear(widths[i], widths[i + 1], bias=bias))
             is_output = i == n_blocks - 1
             if is_output and not activate_output:
                 continue
@@ -99,9 +144,9 @@ class MLP(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     @property
-    def linear_layers(self) -> list[nn.Linear]:
+    def linear_layers(self) -> list[nn.Linear | InputMajorLinear]:
         """The Linear layers, input to output."""
-        return [m for m in self.layers if isinstance(m, nn.Linear)]
+        return [m for m in self.layers if isinstance(m, nn.Linear | InputMajorLinear)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the stack."""

@@ -1,6 +1,7 @@
 """Preprocessing: peaks → genes (gene activity, peak–gene priors), shared PCA, fitted transforms."""
 
 from ._batches import JointPCA, joint_pca, shared_highly_variable_genes
+from ._cca import cca_embeddings
 from ._genomic import (
     gene_activity,
     normalize_chrom,
@@ -25,6 +26,7 @@ __all__ = [
     "JointPCA",
     "SharedPCA",
     "apply_transform",
+    "cca_embeddings",
     "feature_transform",
     "fit_lsi",
     "fit_pca",

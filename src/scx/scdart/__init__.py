@@ -7,14 +7,25 @@ from ._diffusion import (
     post_align,
 )
 from ._model import SCDART
-from ._module import ANCHOR_KEY, DIFFUSION_KEY, MMD_BANDWIDTHS, SCDARTModule
+from ._module import ANCHOR_KEY, DIFFUSION_KEY, MMD_BANDWIDTHS, PARTNERS_KEY, SCDARTModule
 from ._prior import resolve_prior
 from ._tool import scdart
+
+#: Settings that reproduce the reference implementation's losses and initialisation where scx
+#: departs from it by default (pass as ``scx.tl.scdart(mdata, **REFERENCE_SETTINGS)``): no
+#: candidate-pair loss, the absolute L1 prior penalty, random gene-activity initialisation.
+REFERENCE_SETTINGS = {
+    "lambda_pairs": 0.0,
+    "prior_penalty": "l1",
+    "init_from_prior": False,
+}
 
 __all__ = [
     "ANCHOR_KEY",
     "DIFFUSION_KEY",
     "MMD_BANDWIDTHS",
+    "PARTNERS_KEY",
+    "REFERENCE_SETTINGS",
     "SCDART",
     "SCDARTModule",
     "alpha_decay_graph",

@@ -16,12 +16,14 @@ from mudata import MuData
 from scipy import sparse
 
 from scx import _validation as v
+from scx._neighbors import mutual_neighbors
 from scx.base import MultiModalModelBase, to_tensor, train_docs
 from scx.data import ModalitySource, MultiModalDataModule
+from scx.pp import cca_embeddings, log_normalize
 from scx.train import LossTrainingPlan
 
 from ._diffusion import diffusion_coordinates, diffusion_embeddings, post_align
-from ._module import ANCHOR_KEY, DIFFUSION_KEY, ModalityBatchNorm, SCDARTModule
+from ._module import ANCHOR_KEY, DIFFUSION_KEY, PARTNERS_KEY, ModalityBatchNorm, SCDARTModule
 from ._prior import PriorLike, check_prior_choice, describe_prior, prior_links, resolve_prior
 
 logger = logging.getLogger(__name__)
@@ -30,6 +32,8 @@ logger = logging.getLogger(__name__)
 REFERENCE_STEPS = 2000
 #: Largest default mini-batch (the reference uses a quarter of the smaller modality).
 MAX_DEFAULT_BATCH = 1024
+#: Most genes in the CCA of the candidate-pair search (the most variable; Seurat's default).
+PAIR_MAX_GENES = 2000
 #: Fewest cells per modality the diffusion geometry (kNN graph, eigenvectors) works with.
 MIN_CELLS = 4
 
@@ -96,11 +100,22 @@ class SCDART(MultiModalModelBase):
     lambda_dist, lambda_prior, lambda_mmd, lambda_anchor
         Weights of the diffusion-distance, prior, MMD and anchor losses (1 each, as in the
         reference).
+    lambda_pairs
+        Weight of the candidate-pair loss (not in the reference; ``0`` turns it off): before
+        training, RNA cells and the prior's gene activity of the ATAC cells (binary peaks ×
+        prior) are embedded together by CCA, and mutual nearest neighbours across the two
+        modalities become candidate pairs (see ``pair_neighbors`` in :meth:`train`); the loss
+        is the mean squared latent distance of the candidate pairs in a batch over that of
+        all RNA/ATAC pairs of the batch. MMD alone matches the two latent distributions, not
+        which ATAC cells land on which RNA cells; the pairs supply that correspondence from
+        the prior, the information scDART's gene-activity network is meant to carry.
     prior_penalty
-        ``"l1"`` (the reference default), ``"l2"``, or ``"relative_l1"``: the share of the
-        end-to-end weight off the prior's links, which, unlike the other two, cannot be
-        lowered by shrinking layers that a BatchNorm follows (see
-        :class:`~scx.scdart.SCDARTModule`).
+        ``"relative_l1"`` (default): the share of the end-to-end weight off the prior's links,
+        which, unlike the others, cannot be lowered by shrinking layers that a BatchNorm
+        follows (see :class:`~scx.scdart.SCDARTModule`) and, being at most 1, leaves the
+        alignment terms a say over the gene-activity network; ``"l1"`` (the reference
+        default, the sum of absolute off-link weights, ~10⁴ on real data) or ``"l2"``.
+        ``scx.scdart.REFERENCE_SETTINGS`` restores the reference's losses.
     prior_penalty_peaks
         Peaks drawn per step for an unbiased estimate of the prior penalty (2048); ``None``
         computes it over all peaks every step (the reference; costs genes × peaks × 1024 per
@@ -140,6 +155,7 @@ class SCDART(MultiModalModelBase):
         "lambda_prior": v.weight,
         "lambda_mmd": v.weight,
         "lambda_anchor": v.weight,
+        "lambda_pairs": v.weight,
         "prior_penalty": v.choice("l1", "l2", "relative_l1"),
         "prior_penalty_peaks": v.optional(v.positive_int()),
         "rna_transform": v.choice("log_normalize", "none"),
@@ -151,6 +167,8 @@ class SCDART(MultiModalModelBase):
         "diffusion_neighbors": v.positive_int(),
         "n_diffusion_components": v.positive_int(),
         "diffusion_n_pcs": v.positive_int(minimum=2),
+        "pair_neighbors": v.positive_int(),
+        "pair_components": v.positive_int(),
     }
 
     # ------------------------------------------------------------------ inputs
@@ -313,7 +331,8 @@ class SCDART(MultiModalModelBase):
         lambda_prior: float = 1.0,
         lambda_mmd: float = 1.0,
         lambda_anchor: float = 1.0,
-        prior_penalty: Literal["l1", "l2", "relative_l1"] = "l1",
+        lambda_pairs: float = 1.0,
+        prior_penalty: Literal["l1", "l2", "relative_l1"] = "relative_l1",
         prior_penalty_peaks: int | None = 2048,
         rna_transform: Literal["log_normalize", "none"] = "log_normalize",
         atac_transform: Literal["binary", "none"] = "binary",
@@ -350,6 +369,7 @@ class SCDART(MultiModalModelBase):
                 lambda_prior=lambda_prior,
                 lambda_mmd=lambda_mmd,
                 lambda_anchor=lambda_anchor,
+                lambda_pairs=lambda_pairs,
                 prior_penalty=prior_penalty,
                 prior_penalty_peaks=prior_penalty_peaks,
                 rna_transform=rna_transform,
@@ -357,6 +377,9 @@ class SCDART(MultiModalModelBase):
                 init_from_prior=init_from_prior,
             )
         self._diffusion_cache: tuple | None = None
+        self._pairs_cache: tuple | None = None
+        #: Counts of the candidate pairs of the last training (``None`` without the pair loss).
+        self.candidate_pairs_: dict[str, int] | None = None
         self._model_summary_string = (
             f"scDART: RNA {self.rna!r} ({n_genes} genes), ATAC {self.atac!r} ({n_peaks} peaks, "
             f"{rows.size} prior links), n_latent {n_latent}, prior penalty {prior_penalty}"
@@ -383,6 +406,8 @@ class SCDART(MultiModalModelBase):
         diffusion_neighbors: int = 5,
         n_diffusion_components: int = 30,
         diffusion_n_pcs: int = 30,
+        pair_neighbors: int = 20,
+        pair_components: int = 30,
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
         seed: int | None = None,
@@ -416,6 +441,11 @@ class SCDART(MultiModalModelBase):
             Components of the embeddings the diffusion graphs are built on (30): the PCA of
             the log-normalised RNA and the LSI of the ATAC peaks (one more component, the
             first, depth-driven one, dropped).
+        pair_neighbors
+            Neighbours of the mutual-nearest-neighbour search for candidate pairs (20, as
+            Seurat's anchors); used when ``lambda_pairs > 0``.
+        pair_components
+            CCA components of the candidate-pair search (30).
         """
         settings = self._settings(locals())
         seed = self.seed if seed is None else seed
@@ -429,6 +459,10 @@ class SCDART(MultiModalModelBase):
             extras = {DIFFUSION_KEY: diffusion[m]}
             if self.anchors_ is not None:
                 extras[ANCHOR_KEY] = self.anchors_[m]
+            if m == self.atac and self.module.lambda_pairs > 0:
+                extras[PARTNERS_KEY] = self._candidate_partners(
+                    pair_neighbors, pair_components, seed
+                )
             sources[m] = ModalitySource(source.manager, source.indices, extras=extras)
         datamodule = self._make_datamodule(
             batch_size,
@@ -504,6 +538,77 @@ class SCDART(MultiModalModelBase):
             out[m] = per_row
         self._diffusion_cache = (key, out)
         return out
+
+    def _candidate_partners(self, n_neighbors: int, n_components: int, seed: int) -> np.ndarray:
+        """Each ATAC row's candidate RNA partners (RNA row indices, −1 padding), cached.
+
+        CCA (:func:`scx.pp.cca_embeddings`) of the RNA counts and the prior's gene activity
+        of the ATAC cells (binarised peaks × prior), both library-normalised and log1p'd, over
+        the genes with any activity (at most :data:`PAIR_MAX_GENES`, the most variable in
+        RNA), then mutual nearest neighbours (cosine) across them.
+        """
+        key = (n_neighbors, n_components, seed)
+        if self._pairs_cache is not None and self._pairs_cache[0] == key:
+            self.candidate_pairs_ = self._pairs_cache[2]
+            return self._pairs_cache[1]
+        rna_source, atac_source = self.sources[self.rna], self.sources[self.atac]
+        X_rna = sparse.csr_matrix(self._input_matrix(self.rna, None), dtype=np.float32)
+        X_atac = sparse.csr_matrix(self._input_matrix(self.atac, None), dtype=np.float32)
+        if self.module.atac_transform == "binary":
+            X_atac.data = (X_atac.data > 0).astype(np.float32)
+        module = self.module
+        prior = sparse.csr_matrix(
+            (
+                np.ones(module.prior_rows.numel(), np.float32),
+                (module.prior_cols.cpu().numpy(), module.prior_rows.cpu().numpy()),
+            ),
+            shape=(module.n_peaks, module.n_genes),
+        )
+        activity = X_atac @ prior
+        genes = np.flatnonzero(
+            (np.asarray(activity.sum(0)).ravel() > 0) & (np.asarray(X_rna.sum(0)).ravel() > 0)
+        )
+        if genes.size < 2:
+            raise ValueError(
+                f"The candidate pairs of `lambda_pairs` need at least 2 genes with RNA counts "
+                f"and linked accessible peaks, found {genes.size}; check the prior's links or "
+                "pass `lambda_pairs=0`."
+            )
+        # both normalised over the same genes: those the prior gives any activity
+        log_rna = log_normalize(X_rna[:, genes], 100.0)
+        log_activity = log_normalize(activity[:, genes], 100.0)
+        if genes.size > PAIR_MAX_GENES:
+            # the most variable RNA genes, as Seurat's anchors (the CCA is dense cells × genes)
+            mean = np.asarray(log_rna.mean(0)).ravel()
+            variance = np.asarray(log_rna.power(2).mean(0)).ravel() - mean**2
+            keep = np.sort(np.argsort(-variance, kind="stable")[:PAIR_MAX_GENES])
+            genes, log_rna, log_activity = genes[keep], log_rna[:, keep], log_activity[:, keep]
+        u, w = cca_embeddings(log_rna, log_activity, n_components)
+        i_rna, i_atac = mutual_neighbors(u, w, n_neighbors, metric="cosine", random_state=seed)
+        partners = np.full((atac_source.manager.adata.n_obs, n_neighbors), -1, np.int64)
+        # slot of each pair within its ATAC cell's row (pairs come sorted by RNA cell)
+        order = np.argsort(i_atac, kind="stable")
+        i_rna, i_atac = i_rna[order], i_atac[order]
+        first = np.searchsorted(i_atac, i_atac)
+        slot = np.arange(i_atac.size) - first
+        partners[atac_source.indices[i_atac], slot] = rna_source.indices[i_rna]
+        counts = {
+            "n_pairs": int(i_rna.size),
+            "n_atac_cells_paired": int(np.unique(i_atac).size),
+            "n_rna_cells_paired": int(np.unique(i_rna).size),
+            "n_genes": int(genes.size),
+        }
+        logger.info(
+            "scDART candidate pairs: %d mutual neighbours (CCA of RNA and prior gene activity "
+            "over %d genes); %d of %d ATAC cells have a partner",
+            counts["n_pairs"],
+            counts["n_genes"],
+            counts["n_atac_cells_paired"],
+            atac_source.n_obs,
+        )
+        self.candidate_pairs_ = counts
+        self._pairs_cache = (key, partners, counts)
+        return partners
 
     @torch.no_grad()
     def recalibrate_batch_norm(

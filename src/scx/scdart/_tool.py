@@ -57,7 +57,14 @@ def _outputs(
             f"X_{key_added}_raw": raw,
         },
         modalities=modalities,
-        uns={k: state[k] for k in ("n_prior_links", "n_linked_genes") if k in state},
+        uns={
+            **{k: state[k] for k in ("n_prior_links", "n_linked_genes") if k in state},
+            **(
+                {}
+                if model.candidate_pairs_ is None
+                else {"candidate_pairs": model.candidate_pairs_}
+            ),
+        },
     )
 
 
@@ -79,7 +86,8 @@ scdart = method_tool(
     # raw latent is the one that shows whether training aligned the modalities
     mixing=MixingCheck(
         embedding="X_{key_added}_raw",
-        hint="Train longer (`max_epochs`/`max_steps`), raise `lambda_mmd`, give `anchors` "
+        hint="Train longer (`max_epochs`/`max_steps`), raise `lambda_pairs` or `lambda_mmd`, "
+        "give `anchors` "
         "(cells known to match), and check the peak-gene links "
         "(`uns['{key_added}']['n_prior_links']`, `['n_linked_genes']`): a prior linking few "
         "genes, or peaks and genes of different genome builds, cannot align the modalities.",
@@ -98,7 +106,9 @@ embedding at times ``ts``), then writes
 * with ``gene_activity_key``, a new modality ``data.mod[gene_activity_key]``: the ATAC cells ×
   RNA genes predicted by the gene-activity network;
 * ``uns[key_added]``: ``params`` (every setting as used), ``n_prior_links``,
-  ``n_linked_genes`` and ``mixing`` (how well RNA and ATAC mix in the raw latent, see
+  ``n_linked_genes``, ``candidate_pairs`` (with ``lambda_pairs > 0``: how many mutual
+  neighbours the CCA of RNA and prior gene activity gave, and how many ATAC cells have one)
+  and ``mixing`` (how well RNA and ATAC mix in the raw latent, see
   ``check_mixing``; a warning says when they stay apart: the post-alignment hides it).
 
 Every input is checked before any work; nothing is written unless training succeeds.

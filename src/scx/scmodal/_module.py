@@ -34,7 +34,8 @@ def mutual_nearest_neighbors(x: torch.Tensor, y: torch.Tensor, k: int) -> torch.
     """Mutual ``k``-nearest-neighbour pairs between the rows of ``x`` and ``y`` (cosine).
 
     Exact and vectorised: one ``(n_x, n_y)`` similarity matrix and two ``topk`` calls. Meant
-    for mini-batches (hundreds of cells); for whole datasets use :func:`scx._neighbors.mnn`.
+    for mini-batches (hundreds of cells); for whole datasets use
+    :func:`scx._neighbors.mutual_neighbors`.
 
     Returns
     -------
