@@ -142,3 +142,16 @@ def test_setup_errors():
         SCJOINT.setup_mudata(mdata["rna"])
     with pytest.raises(ValueError, match="modality_key"):
         SCJOINT.setup_anndata(mdata["rna"], modality_key="nope")
+
+
+def test_generated_peaks_have_unique_names_when_positions_clash():
+    """Peaks drawn at the same position of a gene are moved apart, not given the same name."""
+    import numpy as np
+
+    from scx.datasets._synthetic import _peaks_for_genes, synthetic_annotation
+
+    annotation = synthetic_annotation(4)
+    annotation["end"] = annotation["start"] + 601  # room for one position only
+    peaks, gene_of_peak = _peaks_for_genes(annotation, 5, 3, np.random.default_rng(0))
+    assert peaks.index.is_unique and len(peaks) == 4 * 5 + 3
+    assert (gene_of_peak[:20] == np.repeat(np.arange(4), 5)).all()

@@ -86,6 +86,13 @@ def _peaks_for_genes(
     length = (annotation["end"] - annotation["start"]).to_numpy()[gene_of_peak]
     peak_start = start + (rng.random(gene_of_peak.size) * (length - 600)).astype(np.int64)
     chrom = annotation["chrom"].to_numpy()[gene_of_peak]
+    # two peaks drawn at the same position would share a name: move the later one by 1 bp
+    # (rare; every other peak keeps its position, so datasets without a clash are unchanged)
+    while True:
+        clash = pd.DataFrame({"chrom": chrom, "start": peak_start}).duplicated().to_numpy()
+        if not clash.any():
+            break
+        peak_start[clash] += 1
     # background peaks far beyond the last gene of each chromosome
     bg_chrom = rng.choice(np.unique(annotation["chrom"]), size=n_background)
     bg_start = annotation["end"].max() + 100_000 + np.arange(n_background) * 5_000

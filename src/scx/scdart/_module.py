@@ -192,7 +192,8 @@ class _SparsePeakProduct(torch.autograd.Function):
     Both outputs feed one weight gradient (peaks × hidden, the model's largest tensor). Plain
     autograd builds it twice, a zero-filled copy for the row gather and a fresh product for
     ``xᵀ g``, and adds them; here one zero-filled buffer receives the rows' gradient and
-    then ``xᵀ g`` in place. Same gradient, about a fifth of a step's time less on MOp.
+    then ``xᵀ g`` in place. Same gradient. On MOp (one thread) the profiler's CPU time per
+    step fell ~10 %, the wall time per step only within noise (0.78 → 0.77 s).
     """
 
     @staticmethod
@@ -205,8 +206,9 @@ class _SparsePeakProduct(torch.autograd.Function):
     def backward(ctx, grad_hidden: torch.Tensor, grad_rows: torch.Tensor | None):
         (peaks,) = ctx.saved_tensors
         x = ctx.x
-        grad = torch.zeros(x.shape[1], grad_hidden.shape[1], dtype=grad_hidden.dtype)
-        grad = grad.to(grad_hidden.device)
+        grad = torch.zeros(
+            x.shape[1], grad_hidden.shape[1], dtype=grad_hidden.dtype, device=grad_hidden.device
+        )
         if grad_rows is not None:
             grad.index_add_(0, peaks, grad_rows)
         grad.addmm_(x.t().to_sparse_csr(), grad_hidden)
