@@ -633,6 +633,12 @@ def test_cca_embeddings_recover_matched_cells():
     assert scx.metrics.foscttm(u, w) < 0.05
     shuffled = rng.permutation(300)
     assert scx.metrics.foscttm(u, w[shuffled]) > 0.3
+    # the matrix-free SVD equals the SVD of the explicit cross-product of standardised data
+    zx, zy = ((m - m.mean(0)) / m.std(0) for m in (X, Y))
+    left, _, right_t = np.linalg.svd(zx @ zy.T)
+    u_exact = left[:, :5] / np.linalg.norm(left[:, :5], axis=1, keepdims=True)
+    w_exact = right_t[:5].T / np.linalg.norm(right_t[:5].T, axis=1, keepdims=True)
+    np.testing.assert_allclose(u @ w.T, u_exact @ w_exact.T, atol=1e-6)
 
 
 def test_sparse_peak_product_gradient_equals_dense_autograd():

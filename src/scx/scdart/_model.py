@@ -32,7 +32,8 @@ logger = logging.getLogger(__name__)
 REFERENCE_STEPS = 2000
 #: Largest default mini-batch (the reference uses a quarter of the smaller modality).
 MAX_DEFAULT_BATCH = 1024
-#: Most genes in the CCA of the candidate-pair search (the most variable; Seurat's default).
+#: Most genes in the CCA of the candidate-pair search (the most variable; Seurat's default
+#: number of anchor features).
 PAIR_MAX_GENES = 2000
 #: Fewest cells per modality the diffusion geometry (kNN graph, eigenvectors) works with.
 MIN_CELLS = 4
@@ -578,12 +579,12 @@ class SCDART(MultiModalModelBase):
         log_rna = log_normalize(X_rna[:, genes], 100.0)
         log_activity = log_normalize(activity[:, genes], 100.0)
         if genes.size > PAIR_MAX_GENES:
-            # the most variable RNA genes, as Seurat's anchors (the CCA is dense cells × genes)
+            # the most variable RNA genes, as Seurat's anchor features
             mean = np.asarray(log_rna.mean(0)).ravel()
             variance = np.asarray(log_rna.power(2).mean(0)).ravel() - mean**2
             keep = np.sort(np.argsort(-variance, kind="stable")[:PAIR_MAX_GENES])
             genes, log_rna, log_activity = genes[keep], log_rna[:, keep], log_activity[:, keep]
-        u, w = cca_embeddings(log_rna, log_activity, n_components)
+        u, w = cca_embeddings(log_rna, log_activity, n_components, seed=seed)
         i_rna, i_atac = mutual_neighbors(u, w, n_neighbors, metric="cosine", random_state=seed)
         partners = np.full((atac_source.manager.adata.n_obs, n_neighbors), -1, np.int64)
         # slot of each pair within its ATAC cell's row (pairs come sorted by RNA cell)
