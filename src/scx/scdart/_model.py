@@ -22,7 +22,7 @@ from scx.data import ModalitySource, MultiModalDataModule
 from scx.pp import cca_embeddings, log_normalize
 from scx.train import LossTrainingPlan
 
-from ._diffusion import diffusion_coordinates, diffusion_embeddings, post_align
+from ._diffusion import _binarized, diffusion_coordinates, diffusion_embeddings, post_align
 from ._module import ANCHOR_KEY, DIFFUSION_KEY, PARTNERS_KEY, ModalityBatchNorm, SCDARTModule
 from ._prior import PriorLike, check_prior_choice, describe_prior, prior_links, resolve_prior
 
@@ -554,9 +554,10 @@ class SCDART(MultiModalModelBase):
             return self._pairs_cache[1]
         rna_source, atac_source = self.sources[self.rna], self.sources[self.atac]
         X_rna = sparse.csr_matrix(self._input_matrix(self.rna, None), dtype=np.float32)
-        X_atac = sparse.csr_matrix(self._input_matrix(self.atac, None), dtype=np.float32)
+        X_atac = self._input_matrix(self.atac, None)
         if self.module.atac_transform == "binary":
-            X_atac.data = (X_atac.data > 0).astype(np.float32)
+            X_atac = _binarized(X_atac)
+        X_atac = sparse.csr_matrix(X_atac, dtype=np.float32)
         module = self.module
         prior = sparse.csr_matrix(
             (
