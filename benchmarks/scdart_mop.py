@@ -17,10 +17,10 @@ Methods (each in its own process; wall time and peak memory are its own): scx sc
 defaults apart from the number of epochs (see ``--max-epochs``) and the variants of
 ``--scdart-variants`` (``scx.scdart.REFERENCE_SETTINGS``: the reference's losses and
 initialisation; the reference's SNARE-seq script; the defaults without the candidate-pair
-loss or with the reference's absolute prior penalty), Seurat-v3-style CCA (30 components)
-on log-normalised RNA and prior-based gene activity, and scx scJoint with its defaults (gene
-activity from the mm10 table). The prior is the shipped ``rna.varm["gene_region"]`` (gene body +
-2 kb upstream).
+loss, with unweighted candidate pairs or with the reference's absolute prior penalty),
+Seurat-v3-style CCA (30 components) on log-normalised RNA and prior-based gene activity, and
+scx scJoint with its defaults (gene activity from the mm10 table). The prior is the shipped
+``rna.varm["gene_region"]`` (gene body + 2 kb upstream).
 
 Run: ``python benchmarks/scdart_mop.py [--max-epochs 60] [--threads 1]
 [--scdart-variants default,relative]`` (without ``--max-epochs``: scDART's default schedule,
@@ -45,6 +45,7 @@ SCDART_VARIANTS = {
     "default": ("scDART scx defaults", {}),
     "reference": ("scDART REFERENCE_SETTINGS", {"reference": True}),
     "no-pairs": ("scDART lambda_pairs=0", {"lambda_pairs": 0.0}),
+    "unweighted-pairs": ("scDART pair_score_neighbors=None", {"pair_score_neighbors": None}),
     "l1": ("scDART prior_penalty='l1'", {"prior_penalty": "l1"}),
     "reference-scripts": (
         "scDART REFERENCE_SETTINGS, n_latent=4, lambda_mmd=10 (reference SNARE script)",
@@ -110,6 +111,7 @@ def run_scdart(rna, atac, kwargs: dict, threads: int) -> dict:
         "on_link_mass": float(linked.sum() / weights.sum()),
         # each ATAC cell's candidate RNA partners (row indices, −1: none), or None
         "partners": None if model.candidate_pairs_ is None else model._pairs_cache[1],
+        "partner_weights": None if model.candidate_pairs_ is None else model._pairs_cache[2],
         "history": {k: v.iloc[:, 0].astype(float).tolist() for k, v in model.history_.items()},
     }
 
@@ -212,7 +214,11 @@ def main() -> None:
             atac_index, slot = np.nonzero(res["partners"] >= 0)
             rna_types = rna.obs["cell_type"].astype(str).to_numpy()
             partner_types = rna_types[res["partners"][atac_index, slot]]
-            row["pairs_same_type"] = float((partner_types == truth[atac_index]).mean())
+            same = partner_types == truth[atac_index]
+            row["pairs_same_type"] = float(same.mean())
+            if res.get("partner_weights") is not None:
+                weights = res["partner_weights"][atac_index, slot]
+                row["pairs_same_type_weighted"] = float((same * weights).sum() / weights.sum())
             row["pairs_true_partner"] = float(
                 (res["partners"][atac_index, slot] == perm[atac_index]).mean()
             )

@@ -469,6 +469,9 @@ def test_bad_prior():
         ({"ts": ()}, "ts"),
         ({"lr": 0}, "lr"),
         ({"diffusion_n_pcs": 1}, "diffusion_n_pcs"),
+        ({"pair_neighbors": 0}, "pair_neighbors"),
+        ({"pair_score_neighbors": 0}, "pair_score_neighbors"),
+        ({"pair_score_neighbors": 2.5}, "pair_score_neighbors"),
         ({"post_align_neighbors": 0}, "post_align_neighbors"),
         ({"gene_activity_key": "rna"}, "rna"),
         ({"layer": {"rna": None, "atc": None}}, "layer"),
@@ -576,6 +579,18 @@ def test_candidate_pairs_find_partners_and_turn_off():
     record = mdata.uns["scdart"]["candidate_pairs"]
     assert record["n_pairs"] == atac_index.size
     assert record["n_atac_cells_paired"] == np.unique(atac_index).size
+    # scored pairs: weights in [0, 1] on the pairs only, and the closer pairs in time weigh more
+    weights = model._pairs_cache[2]
+    assert weights.shape == partners.shape and np.all(weights[partners < 0] == 0)
+    pair_weights = weights[atac_index, slot]
+    assert 0 <= pair_weights.min() and pair_weights.max() <= 1
+    assert record["mean_score"] == pytest.approx(pair_weights.mean())
+    gaps = np.abs(time_rna[rna_index] - time_atac[atac_index])
+    assert np.average(gaps, weights=pair_weights + 1e-12) < gap
+    # unscored: the same partners, no weights
+    unscored, no_weights = model._candidate_partners(20, 30, None, 1)
+    np.testing.assert_array_equal(unscored, partners)
+    assert no_weights is None and "mean_score" not in model.candidate_pairs_
     other = trajectory(seed=1, branch_ramp=0.2)
     reference = scx.tl.scdart(
         other,
@@ -606,6 +621,41 @@ def test_pair_loss_matches_partners_in_the_batch_and_is_scale_free():
     assert float(pair_loss(10 * z_rna, 10 * z_atac, rna_rows, partners)) == pytest.approx(value)
     none = torch.full((5, 2), -1)
     assert float(pair_loss(z_rna, z_atac, rna_rows, none)) == 0.0
+    # weights: a pair of weight 0 drops out, equal weights change nothing, all-zero gives 0
+    weights = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 0.0], [2.0, 0.0], [0.0, 0.0]])
+    weighted = np.average(
+        [float(((z_atac[a] - z_rna[r]) ** 2).sum()) for a, r in pairs[:2]], weights=[1, 2]
+    )
+    assert float(pair_loss(z_rna, z_atac, rna_rows, partners, weights)) == pytest.approx(
+        weighted / cross, rel=1e-5
+    )
+    assert float(
+        pair_loss(z_rna, z_atac, rna_rows, partners, torch.full((5, 2), 0.3))
+    ) == pytest.approx(value, rel=1e-5)
+    assert float(pair_loss(z_rna, z_atac, rna_rows, partners, torch.zeros(5, 2))) == 0.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_anchor_scores_rank_pairs_inside_a_population_above_bridging_pairs(seed, monkeypatch):
+    """Two populations in each dataset: pairs joining the same population share neighbours and
+    score high, pairs joining different populations share none and score 0."""
+    from scx._neighbors import anchor_scores
+
+    rng = np.random.default_rng(seed)
+    centres = np.array([[0.0] * 4, [8.0] * 4])
+    a = np.repeat(centres, 50, axis=0) + rng.normal(size=(100, 4))
+    b = np.repeat(centres, 40, axis=0) + rng.normal(size=(80, 4))
+    i = rng.integers(0, 100, 300)
+    j = rng.integers(0, 80, 300)
+    scores = anchor_scores(a, b, i, j, 10)
+    same = (i < 50) == (j < 40)
+    assert scores.shape == (300,) and scores.min() >= 0 and scores.max() <= 1
+    assert scores[~same].max() == 0.0
+    assert scores[same].mean() > 0.5
+    assert anchor_scores(a, b, np.array([], int), np.array([], int)).shape == (0,)
+    # pairs scored in chunks give the same scores
+    monkeypatch.setattr("scx._neighbors.SCORE_CHUNK_PAIRS", 7)
+    np.testing.assert_array_equal(anchor_scores(a, b, i, j, 10), scores)
 
 
 def test_mutual_neighbors_match_the_definition():

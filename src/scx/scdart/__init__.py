@@ -7,7 +7,14 @@ from ._diffusion import (
     post_align,
 )
 from ._model import SCDART
-from ._module import ANCHOR_KEY, DIFFUSION_KEY, MMD_BANDWIDTHS, PARTNERS_KEY, SCDARTModule
+from ._module import (
+    ANCHOR_KEY,
+    DIFFUSION_KEY,
+    MMD_BANDWIDTHS,
+    PARTNER_WEIGHTS_KEY,
+    PARTNERS_KEY,
+    SCDARTModule,
+)
 from ._prior import resolve_prior
 from ._tool import scdart
 
@@ -25,6 +32,7 @@ __all__ = [
     "DIFFUSION_KEY",
     "MMD_BANDWIDTHS",
     "PARTNERS_KEY",
+    "PARTNER_WEIGHTS_KEY",
     "REFERENCE_SETTINGS",
     "SCDART",
     "SCDARTModule",

@@ -40,6 +40,8 @@ DIFFUSION_KEY = "diffusion"
 ANCHOR_KEY = "anchor"
 #: Batch key of each ATAC cell's candidate RNA partners (RNA row indices, −1 padding).
 PARTNERS_KEY = "partners"
+#: Batch key of the candidate partners' weights (same shape; absent: uniform weights).
+PARTNER_WEIGHTS_KEY = "partner_weights"
 #: The reference's BatchNorm settings.
 BATCH_NORM_KWARGS = {"momentum": 0.01, "eps": 1e-3}
 
@@ -77,14 +79,19 @@ def diffusion_distances(diffusion: torch.Tensor) -> torch.Tensor:
 
 
 def pair_loss(
-    z_rna: torch.Tensor, z_atac: torch.Tensor, rna_rows: torch.Tensor, partners: torch.Tensor
+    z_rna: torch.Tensor,
+    z_atac: torch.Tensor,
+    rna_rows: torch.Tensor,
+    partners: torch.Tensor,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean squared latent distance of the candidate pairs present in a batch, scale-free.
+    """Weighted mean squared latent distance of the candidate pairs in a batch, scale-free.
 
     ``partners`` holds each ATAC cell's candidate RNA partners as RNA row indices (−1:
-    none); a pair counts when its RNA cell is in the batch (``rna_rows``). The mean is divided
-    by the (detached) mean squared distance of all RNA/ATAC cell pairs of the batch, so the
-    term does not depend on the latent's scale, which the distance terms leave free.
+    none), ``weights`` their weights (uniform when ``None``); a pair counts when its RNA cell
+    is in the batch (``rna_rows``). The mean is divided by the (detached) mean squared
+    distance of all RNA/ATAC cell pairs of the batch, so the term does not depend on the
+    latent's scale, which the distance terms leave free.
     """
     order = torch.argsort(rna_rows)
     rows = rna_rows[order]
@@ -94,7 +101,13 @@ def pair_loss(
     if atac_index.numel() == 0:
         return z_rna.new_zeros(())
     rna_index = order[found[atac_index, slot]]
-    paired = (z_atac[atac_index] - z_rna[rna_index]).pow(2).sum(1).mean()
+    distances = (z_atac[atac_index] - z_rna[rna_index]).pow(2).sum(1)
+    if weights is None:
+        paired = distances.mean()
+    else:
+        pair_weights = weights[atac_index, slot].to(distances.dtype)
+        # all weights 0 (only pairs scored 0 in the batch): the term is 0
+        paired = (pair_weights * distances).sum() / pair_weights.sum().clamp_min(1e-12)
     with torch.no_grad():  # mean over all cross pairs: E‖a‖² + E‖r‖² − 2 E[a]·E[r]
         scale = (
             z_atac.pow(2).sum(1).mean()
@@ -305,7 +318,8 @@ class SCDARTModule(ModuleBase):
         Weights of the diffusion-distance, prior, MMD and anchor terms (1 each).
     lambda_pairs
         Weight of the candidate-pair term (:func:`pair_loss`), active when batches carry
-        each ATAC cell's candidate RNA partners (key :data:`PARTNERS_KEY`).
+        each ATAC cell's candidate RNA partners (key :data:`PARTNERS_KEY`, weights
+        :data:`PARTNER_WEIGHTS_KEY`).
     prior_penalty
         ``"relative_l1"`` (default: the share of the absolute end-to-end weight that lies off
         the prior's links, between 0 and 1), ``"l1"`` (sum of absolute unlinked weights, the
@@ -551,6 +565,7 @@ class SCDARTModule(ModuleBase):
             outputs["pairs"] = (
                 batch[rna][REGISTRY_KEYS.INDICES_KEY].view(-1).long(),
                 batch[atac][PARTNERS_KEY].long(),
+                batch[atac].get(PARTNER_WEIGHTS_KEY),
             )
         return outputs
 
