@@ -110,8 +110,10 @@ def run_scdart(rna, atac, kwargs: dict, threads: int) -> dict:
         "epochs": len(model.history_["loss_train"]),
         "on_link_mass": float(linked.sum() / weights.sum()),
         # each ATAC cell's candidate RNA partners (row indices, −1: none), or None
-        "partners": None if model.candidate_pairs_ is None else model._pairs_cache[1],
-        "partner_weights": None if model.candidate_pairs_ is None else model._pairs_cache[2],
+        "partners": None if model.candidate_pairs_ is None else model._pairs_cache[1].partners,
+        "partner_weights": None
+        if model.candidate_pairs_ is None
+        else model._pairs_cache[1].weights,
         "history": {k: v.iloc[:, 0].astype(float).tolist() for k, v in model.history_.items()},
     }
 

@@ -563,7 +563,7 @@ def test_candidate_pairs_find_partners_and_turn_off():
     the history by default and absent with ``REFERENCE_SETTINGS``."""
     mdata = trajectory(seed=1, branch_ramp=0.2)
     model = scx.tl.scdart(mdata, prior="peak_prior", max_epochs=2, seed=1, **TINY)
-    partners = model._pairs_cache[1]
+    partners = model._pairs_cache[1].partners
     assert partners.shape[0] == mdata["atac"].n_obs
     atac_index, slot = np.nonzero(partners >= 0)
     rna_index = partners[atac_index, slot]
@@ -580,7 +580,7 @@ def test_candidate_pairs_find_partners_and_turn_off():
     assert record["n_pairs"] == atac_index.size
     assert record["n_atac_cells_paired"] == np.unique(atac_index).size
     # scored pairs: weights in [0, 1] on the pairs only, and the closer pairs in time weigh more
-    weights = model._pairs_cache[2]
+    weights = model._pairs_cache[1].weights
     assert weights.shape == partners.shape and np.all(weights[partners < 0] == 0)
     pair_weights = weights[atac_index, slot]
     assert 0 <= pair_weights.min() and pair_weights.max() <= 1
@@ -588,9 +588,9 @@ def test_candidate_pairs_find_partners_and_turn_off():
     gaps = np.abs(time_rna[rna_index] - time_atac[atac_index])
     assert np.average(gaps, weights=pair_weights + 1e-12) < gap
     # unscored: the same partners, no weights
-    unscored, no_weights = model._candidate_partners(20, 30, None, 1)
-    np.testing.assert_array_equal(unscored, partners)
-    assert no_weights is None and "mean_score" not in model.candidate_pairs_
+    unscored = model._candidate_partners(20, 30, None, 1)
+    np.testing.assert_array_equal(unscored.partners, partners)
+    assert unscored.weights is None and "mean_score" not in model.candidate_pairs_
     other = trajectory(seed=1, branch_ramp=0.2)
     reference = scx.tl.scdart(
         other,

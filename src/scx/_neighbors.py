@@ -11,6 +11,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 
 logger = logging.getLogger(__name__)
 
@@ -186,8 +187,6 @@ def anchor_scores(
     random_state
         Seed of pynndescent.
     """
-    from scipy import sparse
-
     n_a, n_b = a.shape[0], b.shape[0]
     i, j = np.asarray(i, np.int64), np.asarray(j, np.int64)
     if i.size == 0:

@@ -6,7 +6,7 @@ import logging
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -44,6 +44,17 @@ MAX_DEFAULT_BATCH = 1024
 PAIR_MAX_GENES = 2000
 #: Fewest cells per modality the diffusion geometry (kNN graph, eigenvectors) works with.
 MIN_CELLS = 4
+
+
+class _CandidatePairs(NamedTuple):
+    """The candidate pairs of one training's settings (see ``SCDART._candidate_partners``)."""
+
+    #: Each ATAC row's candidate RNA partners (RNA row indices, −1 padding), rows × neighbours.
+    partners: np.ndarray
+    #: Their anchor scores (0 on padding), or ``None`` when the pairs are not scored.
+    weights: np.ndarray | None
+    #: Counts of pairs and paired cells (and the mean score), as ``uns`` records them.
+    record: dict[str, float]
 
 
 class _SparseBatchDataModule(MultiModalDataModule):
@@ -478,12 +489,12 @@ class SCDART(MultiModalModelBase):
             if self.anchors_ is not None:
                 extras[ANCHOR_KEY] = self.anchors_[m]
             if m == self.atac and self.module.lambda_pairs > 0:
-                partners, weights = self._candidate_partners(
+                pairs = self._candidate_partners(
                     pair_neighbors, pair_components, pair_score_neighbors, seed
                 )
-                extras[PARTNERS_KEY] = partners
-                if weights is not None:
-                    extras[PARTNER_WEIGHTS_KEY] = weights
+                extras[PARTNERS_KEY] = pairs.partners
+                if pairs.weights is not None:
+                    extras[PARTNER_WEIGHTS_KEY] = pairs.weights
             sources[m] = ModalitySource(source.manager, source.indices, extras=extras)
         datamodule = self._make_datamodule(
             batch_size,
@@ -562,7 +573,7 @@ class SCDART(MultiModalModelBase):
 
     def _candidate_partners(
         self, n_neighbors: int, n_components: int, n_score_neighbors: int | None, seed: int
-    ) -> tuple[np.ndarray, np.ndarray | None]:
+    ) -> _CandidatePairs:
         """Each ATAC row's candidate RNA partners (RNA row indices, −1 padding) and weights.
 
         CCA (:func:`scx.pp.cca_embeddings`) of the RNA counts and the prior's gene activity
@@ -573,8 +584,8 @@ class SCDART(MultiModalModelBase):
         """
         key = (n_neighbors, n_components, n_score_neighbors, seed)
         if self._pairs_cache is not None and self._pairs_cache[0] == key:
-            self.candidate_pairs_ = self._pairs_cache[3]
-            return self._pairs_cache[1], self._pairs_cache[2]
+            self.candidate_pairs_ = self._pairs_cache[1].record
+            return self._pairs_cache[1]
         rna_source, atac_source = self.sources[self.rna], self.sources[self.atac]
         X_rna = sparse.csr_matrix(self._input_matrix(self.rna, None), dtype=np.float32)
         X_atac = self._input_matrix(self.atac, None)
@@ -610,11 +621,6 @@ class SCDART(MultiModalModelBase):
             genes, log_rna, log_activity = genes[keep], log_rna[:, keep], log_activity[:, keep]
         u, w = cca_embeddings(log_rna, log_activity, n_components, seed=seed)
         i_rna, i_atac = mutual_neighbors(u, w, n_neighbors, metric="cosine", random_state=seed)
-        scores = None
-        if n_score_neighbors is not None:
-            scores = anchor_scores(
-                u, w, i_rna, i_atac, n_score_neighbors, metric="cosine", random_state=seed
-            )
         partners = np.full((atac_source.manager.adata.n_obs, n_neighbors), -1, np.int64)
         # slot of each pair within its ATAC cell's row (pairs come sorted by RNA cell)
         order = np.argsort(i_atac, kind="stable")
@@ -622,29 +628,32 @@ class SCDART(MultiModalModelBase):
         first = np.searchsorted(i_atac, i_atac)
         slot = np.arange(i_atac.size) - first
         partners[atac_source.indices[i_atac], slot] = rna_source.indices[i_rna]
-        weights = None
-        if scores is not None:
-            weights = np.zeros(partners.shape, np.float32)
-            weights[atac_source.indices[i_atac], slot] = scores[order]
-        counts = {
+        record = {
             "n_pairs": int(i_rna.size),
             "n_atac_cells_paired": int(np.unique(i_atac).size),
             "n_rna_cells_paired": int(np.unique(i_rna).size),
             "n_genes": int(genes.size),
         }
-        if scores is not None:
-            counts["mean_score"] = float(scores.mean()) if scores.size else 0.0
+        weights = None
+        if n_score_neighbors is not None:
+            scores = anchor_scores(
+                u, w, i_rna, i_atac, n_score_neighbors, metric="cosine", random_state=seed
+            )
+            weights = np.zeros(partners.shape, np.float32)
+            weights[atac_source.indices[i_atac], slot] = scores
+            record["mean_score"] = float(scores.mean()) if scores.size else 0.0
         logger.info(
             "scDART candidate pairs: %d mutual neighbours (CCA of RNA and prior gene activity "
             "over %d genes); %d of %d ATAC cells have a partner",
-            counts["n_pairs"],
-            counts["n_genes"],
-            counts["n_atac_cells_paired"],
+            record["n_pairs"],
+            record["n_genes"],
+            record["n_atac_cells_paired"],
             atac_source.n_obs,
         )
-        self.candidate_pairs_ = counts
-        self._pairs_cache = (key, partners, weights, counts)
-        return partners, weights
+        pairs = _CandidatePairs(partners, weights, record)
+        self.candidate_pairs_ = record
+        self._pairs_cache = (key, pairs)
+        return pairs
 
     @torch.no_grad()
     def recalibrate_batch_norm(
