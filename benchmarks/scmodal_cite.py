@@ -27,7 +27,8 @@ Peers, all in this run and each in its own process (time and peak memory are its
 * ``scmodal``: ``scx.tl.scmodal`` from counts with default settings except ``max_steps``;
   prediction = ``scx.tl.impute(..., to="obsm")``.
 
-Run: ``python benchmarks/scmodal_cite.py [--steps 2000] [--seeds 0 1]``.
+Run: ``python benchmarks/scmodal_cite.py [--steps 2000] [--seeds 0 1] [--threads 2]
+[--matmul-precision medium]``.
 """
 
 from __future__ import annotations
@@ -55,14 +56,19 @@ LINKS = {
     "CD14": "CD14",
 }
 EXCLUDE = "unknown"
+#: How the parent process hands ``--matmul-precision`` to the runs (each in its own process).
+PRECISION_ENV = "SCX_BENCH_MATMUL_PRECISION"
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
 
 
 def _quiet() -> None:
     import torch
 
+    import scx
+
     # on a shared 2-core machine, two spinning intra-op threads per process are much slower
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    scx.settings.matmul_precision = os.environ.get(PRECISION_ENV) or None
     warnings.simplefilter("ignore")
     for name in ("lightning", "lightning.pytorch", "scvi", "scx"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -226,8 +232,16 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--skip", nargs="*", default=[], help="peers to leave out")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument(
+        "--matmul-precision",
+        choices=["highest", "high", "medium"],
+        default="highest",
+        help="scx.settings.matmul_precision of the scx runs",
+    )
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    os.environ[PRECISION_ENV] = args.matmul_precision
+    print(f"torch threads per run: {args.threads}; matmul precision: {args.matmul_precision}")
     data_dir = find_data_dir()
     runs = {
         "linked": (run_linked, (data_dir, 0)),

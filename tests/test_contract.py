@@ -131,6 +131,7 @@ def global_state() -> dict:
         "numpy": np.random.get_state()[1].copy(),  # noqa: NPY002
         "random": random.getstate(),
         "threads": torch.get_num_threads(),
+        "matmul_precision": torch.get_float32_matmul_precision(),
         "denormal": _flush_denormal_enabled(),
         "scvi_seed": scvi.settings.seed,
         "env": {k: os.environ.get(k) for k in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")},
@@ -140,7 +141,7 @@ def global_state() -> dict:
 def assert_same_state(before: dict, after: dict) -> None:
     assert torch.equal(before["torch"], after["torch"]), "torch RNG changed"
     assert np.array_equal(before["numpy"], after["numpy"]), "numpy RNG changed"
-    for key in ("random", "threads", "denormal", "scvi_seed", "env"):
+    for key in ("random", "threads", "matmul_precision", "denormal", "scvi_seed", "env"):
         assert before[key] == after[key], key
 
 

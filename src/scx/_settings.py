@@ -5,13 +5,19 @@
 * ``num_threads``: torch intra-op threads used while scx trains or embeds (``None`` keeps
   torch's own setting). On a shared machine set it to the cores you may use: spinning OpenMP
   threads of several processes on the same cores make small models many times slower.
+* ``matmul_precision``: precision of float32 matrix products while scx trains or embeds (as
+  :func:`torch.set_float32_matmul_precision`; ``None`` keeps torch's own setting). ``"medium"``
+  lets the CPU's bfloat16 units (AVX512-BF16 / AMX) or a GPU's tensor cores do the products,
+  with float32 accumulation: about 2× faster training of the wide scMODAL networks on such a
+  CPU, at the cost of bfloat16 rounding of each product's inputs.
 * ``verbosity``: scx's log level. ``None`` follows scanpy's ``sc.settings.verbosity`` (warnings
   by default, so scx is quiet); ``"info"`` shows what each tool writes, ``"debug"`` also shows
   Lightning's own messages (GPU/TPU banners), which are silenced otherwise.
 
 :func:`isolated_state` is what keeps a call from changing the caller's world: it saves and
 restores the global random number generators (torch, CUDA, numpy, ``random``), torch's thread
-count and flush-denormal mode, Lightning's seed environment variables and scvi-tools' seed.
+count, float32 matrix-product precision and flush-denormal mode, Lightning's seed environment
+variables and scvi-tools' seed.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ _LEVELS = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.I
 _LEVELS["debug"] = logging.DEBUG
 #: Lightning's informational loggers (device banners, "Tip" lines, fit-loop notices).
 _LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning")
+#: The values of :func:`torch.set_float32_matmul_precision`.
+MATMUL_PRECISIONS = ("highest", "high", "medium")
 
 
 class Settings:
@@ -42,6 +50,10 @@ class Settings:
     num_threads
         Torch intra-op threads while scx trains or embeds; ``None`` keeps torch's setting.
         The caller's setting is restored afterwards.
+    matmul_precision
+        ``"highest"``, ``"high"`` or ``"medium"``: float32 matrix-product precision while scx
+        trains or embeds (:func:`torch.set_float32_matmul_precision`); ``None`` keeps torch's
+        setting. The caller's setting is restored afterwards.
     verbosity
         ``None`` (follow ``scanpy.settings.verbosity``), ``"error"``, ``"warning"``,
         ``"info"``, ``"debug"`` or the matching :mod:`logging` level.
@@ -49,6 +61,7 @@ class Settings:
 
     def __init__(self) -> None:
         self._num_threads: int | None = None
+        self._matmul_precision: str | None = None
         self._verbosity: int | None = None
 
     @property
@@ -65,6 +78,20 @@ class Settings:
                 f"`scx.settings.num_threads` must be a positive integer or None, got {value!r}."
             )
         self._num_threads = None if value is None else int(value)
+
+    @property
+    def matmul_precision(self) -> str | None:
+        """Float32 matrix-product precision used by scx (``None``: torch's current setting)."""
+        return self._matmul_precision
+
+    @matmul_precision.setter
+    def matmul_precision(self, value: str | None) -> None:
+        if value is not None and value not in MATMUL_PRECISIONS:
+            raise ValueError(
+                f"`scx.settings.matmul_precision` must be one of {list(MATMUL_PRECISIONS)} or "
+                f"None (torch's setting), got {value!r}."
+            )
+        self._matmul_precision = value
 
     @property
     def verbosity(self) -> int | None:
@@ -174,6 +201,7 @@ def isolated_state(seed: int | None = None, *, flush_denormal: bool = False) -> 
     numpy_state = np.random.get_state()  # noqa: NPY002
     python_state = random.getstate()
     threads = torch.get_num_threads()
+    matmul_precision = torch.get_float32_matmul_precision()
     denormal = _flush_denormal_enabled()
     env = {key: os.environ.get(key) for key in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")}
     scvi_seed = scvi.settings._seed
@@ -184,6 +212,8 @@ def isolated_state(seed: int | None = None, *, flush_denormal: bool = False) -> 
             random.seed(seed)
         if settings.num_threads is not None:
             torch.set_num_threads(settings.num_threads)
+        if settings.matmul_precision is not None:
+            torch.set_float32_matmul_precision(settings.matmul_precision)
         if flush_denormal:
             torch.set_flush_denormal(True)
         yield
@@ -194,6 +224,7 @@ def isolated_state(seed: int | None = None, *, flush_denormal: bool = False) -> 
         np.random.set_state(numpy_state)  # noqa: NPY002
         random.setstate(python_state)
         torch.set_num_threads(threads)
+        torch.set_float32_matmul_precision(matmul_precision)
         torch.set_flush_denormal(denormal)
         for key, value in env.items():
             if value is None:

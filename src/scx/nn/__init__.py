@@ -1,5 +1,5 @@
 """Neural-network building blocks shared by the methods."""
 
-from ._blocks import MLP, InputMajorLinear, make_activation
+from ._blocks import MLP, InputMajorLinear, apply_jointly, make_activation
 
-__all__ = ["MLP", "InputMajorLinear", "make_activation"]
+__all__ = ["MLP", "InputMajorLinear", "apply_jointly", "make_activation"]

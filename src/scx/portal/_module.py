@@ -27,7 +27,7 @@ from scvi import REGISTRY_KEYS
 from torch import nn
 
 from scx.base import ModuleBase
-from scx.nn import MLP
+from scx.nn import MLP, apply_jointly
 
 REFERENCE, QUERY = "reference", "query"
 
@@ -205,7 +205,9 @@ class PORTALModule(ModuleBase):
         x_a = batch[REFERENCE][REGISTRY_KEYS.X_KEY]
         x_b = batch[QUERY][REGISTRY_KEYS.X_KEY]
         z_a, z_b = self.encode(x_a, s, 0), self.encode(x_b, s, 1)
-        x_ab, x_ba = self.generate(z_a, s, 1), self.generate(z_b, s, 0)
+        # each generator decodes both domains' latents in one pass (translation + reconstruction)
+        x_aa, x_ba = apply_jointly(self.stages[s].generators[0], z_a, z_b)
+        x_ab, x_bb = apply_jointly(self.stages[s].generators[1], z_a, z_b)
         return {
             "x_a": x_a,
             "x_b": x_b,
@@ -213,8 +215,8 @@ class PORTALModule(ModuleBase):
             "z_b": z_b,
             "x_ab": x_ab,
             "x_ba": x_ba,
-            "x_aa": self.generate(z_a, s, 0),
-            "x_bb": self.generate(z_b, s, 1),
+            "x_aa": x_aa,
+            "x_bb": x_bb,
             "z_ab": self.encode(x_ab, s, 1),
             "z_ba": self.encode(x_ba, s, 0),
         }

@@ -19,7 +19,7 @@ from scvi import REGISTRY_KEYS
 from torch import nn
 
 from scx.base import ModuleBase
-from scx.nn import MLP
+from scx.nn import MLP, apply_jointly
 
 
 def _reference_init(module: nn.Module, std: float) -> None:
@@ -204,6 +204,9 @@ class SCMODALModule(ModuleBase):
         x_a = self.standardize(batch[mod_a][REGISTRY_KEYS.X_KEY], 0)
         x_b = self.standardize(batch[mod_b][REGISTRY_KEYS.X_KEY], 1)
         z_a, z_b = self.encode(x_a, 0), self.encode(x_b, 1)
+        # each generator decodes both modalities' latents in one pass (reconstruction + cycle)
+        x_aa, x_ba = apply_jointly(self.generators[0], z_a, z_b)
+        x_ab, x_bb = apply_jointly(self.generators[1], z_a, z_b)
         with torch.no_grad():
             anchors = mutual_nearest_neighbors(
                 x_a[:, self.link_a], x_b[:, self.link_b], self.n_neighbors
@@ -213,11 +216,11 @@ class SCMODALModule(ModuleBase):
             "x_b": x_b,
             "z_a": z_a,
             "z_b": z_b,
-            "x_aa": self.generate(z_a, 0),
-            "x_bb": self.generate(z_b, 1),
+            "x_aa": x_aa,
+            "x_bb": x_bb,
             # latent cycle: A's latent decoded as B and encoded again, and vice versa
-            "z_aba": self.encode(self.generate(z_a, 1), 1),
-            "z_bab": self.encode(self.generate(z_b, 0), 0),
+            "z_aba": self.encode(x_ab, 1),
+            "z_bab": self.encode(x_ba, 0),
             "anchors": anchors,
         }
 
