@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
@@ -35,12 +35,15 @@ def make_activation(name: Activation, negative_slope: float = 0.2) -> nn.Module:
     )
 
 
-def apply_jointly(network: nn.Module, *batches: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def apply_jointly(
+    network: Callable[[torch.Tensor], torch.Tensor], *batches: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
     """``network`` applied to several batches in one pass, the outputs split back per batch.
 
     For a network without batch-coupled layers (no batch normalisation) this is the same as
     one call per batch, with one larger product per layer instead of several and, in the
-    backward pass, one weight gradient instead of a sum of several.
+    backward pass, one weight gradient instead of a sum of several (e.g. a generator decoding
+    both domains' latents, a discriminator scoring real and translated cells).
     """
     sizes = [batch.shape[0] for batch in batches]
     return network(torch.cat(batches)).split(sizes)

@@ -20,6 +20,7 @@ scx module); ``order`` says which dataset each integration position holds.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -230,9 +231,12 @@ class PORTALModule(ModuleBase):
         s = self.active_stage
         loss = 0.0
         for side, real, fake in ((0, "x_a", "x_ba"), (1, "x_b", "x_ab")):
-            n_real = outputs[real].shape[0]
-            logits = self.critic(torch.cat([outputs[real], outputs[fake].detach()]), s, side, step)
-            loss = loss + F.softplus(-logits[:n_real]).mean() + F.softplus(logits[n_real:]).mean()
+            logits_real, logits_fake = apply_jointly(
+                partial(self.critic, stage=s, side=side, step=step),
+                outputs[real],
+                outputs[fake].detach(),
+            )
+            loss = loss + F.softplus(-logits_real).mean() + F.softplus(logits_fake).mean()
         return loss
 
     def training_loss(

@@ -230,10 +230,10 @@ class SCMODALModule(ModuleBase):
         Both go through the discriminator as one batch (one product per layer instead of two:
         this runs ``n_discriminator_steps`` times per step).
         """
-        z_a, z_b = outputs["z_a"].detach(), outputs["z_b"].detach()
-        logits = self.critic(torch.cat([z_a, z_b]))
-        n_a = z_a.shape[0]
-        return F.softplus(-logits[:n_a]).mean() + F.softplus(logits[n_a:]).mean()
+        logits_a, logits_b = apply_jointly(
+            self.critic, outputs["z_a"].detach(), outputs["z_b"].detach()
+        )
+        return F.softplus(-logits_a).mean() + F.softplus(logits_b).mean()
 
     def training_loss(
         self, outputs: dict[str, torch.Tensor], step: int
