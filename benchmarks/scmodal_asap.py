@@ -15,9 +15,11 @@ Peers in the same run, for every link count:
 * ``linked``: the declared proteins alone (log-normalised to one library size, z-scored per
   technology) as the shared space;
 * ``portal``: scx Portal (``scx.tl.portal``, ``use_rep``) on that same shared space;
-* ``scmodal``: ``scx.tl.scmodal`` from counts, defaults except ``max_steps``.
+* ``scmodal``: ``scx.tl.scmodal`` from counts, defaults except ``max_steps``;
+  ``--score-anchors off on`` adds the run with ``score_anchors=True`` beside it.
 
-Run: ``python benchmarks/scmodal_asap.py [--links 216 50 12] [--steps 2000]``.
+Run: ``python benchmarks/scmodal_asap.py [--links 216 50 12] [--steps 2000] [--seeds 0 1 2]
+[--score-anchors off on] [--threads 2] [--skip portal]``.
 """
 
 from __future__ import annotations
@@ -135,7 +137,7 @@ def run_portal(data_dir, proteins, seed) -> dict:
     return scores(z[:n], z[n:], mdata)
 
 
-def run_scmodal(data_dir, proteins, seed, steps) -> dict:
+def run_scmodal(data_dir, proteins, seed, steps, score_anchors) -> dict:
     _quiet()
     import scx
 
@@ -145,6 +147,7 @@ def run_scmodal(data_dir, proteins, seed, steps) -> dict:
         modalities=("cite", "asap"),
         links=[(p, p) for p in proteins],
         max_steps=steps,
+        score_anchors=score_anchors,
         seed=seed,
         trainer_kwargs=QUIET,
     )
@@ -155,29 +158,53 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--links", type=int, nargs="+", default=[216, 50, 12])
     parser.add_argument("--steps", type=int, default=2000, help="scMODAL training steps")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument(
+        "--score-anchors",
+        nargs="+",
+        choices=["off", "on"],
+        default=["off"],
+        help="scMODAL runs without / with score_anchors=True",
+    )
     parser.add_argument("--skip", nargs="*", default=[], help="peers to leave out")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    print(f"torch threads per run: {args.threads}")
     data_dir = find_data_dir()
     subsets = declared_links(data_dir, args.links)
     print({n: p[:12] for n, p in subsets.items()})
     rows = {}
     for n, proteins in subsets.items():
-        runs = {
-            "linked": (run_linked, (data_dir, proteins)),
-            "portal": (run_portal, (data_dir, proteins, args.seed)),
-            "scmodal": (run_scmodal, (data_dir, proteins, args.seed, args.steps)),
-        }
+        runs = {"linked": (run_linked, (data_dir, proteins))}
+        for seed in args.seeds:
+            runs[f"portal (seed {seed})"] = (run_portal, (data_dir, proteins, seed))
+            for variant in args.score_anchors:
+                name = f"scmodal{' scored anchors' if variant == 'on' else ''} (seed {seed})"
+                runs[name] = (
+                    run_scmodal,
+                    (data_dir, proteins, seed, args.steps, variant == "on"),
+                )
         for name, (fn, fn_args) in runs.items():
-            if name in args.skip:
+            if name.split(" ")[0] in args.skip:
                 continue
             out = run_isolated(fn, *fn_args)
             rows[(n, name)] = {**out["result"], "time_s": out["time_s"], "peak_mb": out["peak_mb"]}
             print(n, name, {k: round(v, 3) for k, v in rows[(n, name)].items()}, flush=True)
     table = pd.DataFrame(rows).T
     table.index.names = ["links", "method"]
+    if len(args.seeds) > 1:
+        over_seeds = table.groupby(
+            [
+                table.index.get_level_values(0),
+                table.index.get_level_values(1).str.split(" [(]seed").str[0],
+            ]
+        )
+        summary = (
+            over_seeds.mean().round(3).astype(str) + " ± " + over_seeds.std().round(3).astype(str)
+        )
+        print(f"\nmean ± sd over seeds {args.seeds}")
+        print(summary.to_string())
     print_table(
         table,
         f"asap_cite_pbmc_protein: CITE-seq ↔ ASAP-seq ADT, declared links {args.links}, "

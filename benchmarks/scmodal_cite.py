@@ -25,10 +25,11 @@ Peers, all in this run and each in its own process (time and peak memory are its
   both modalities, the shared space it can use; prediction = RNA cells translated into the
   protein dataset's space (``get_translated``);
 * ``scmodal``: ``scx.tl.scmodal`` from counts with default settings except ``max_steps``;
-  prediction = ``scx.tl.impute(..., to="obsm")``.
+  prediction = ``scx.tl.impute(..., to="obsm")``; ``--score-anchors off on`` adds the run with
+  ``score_anchors=True`` beside it.
 
 Run: ``python benchmarks/scmodal_cite.py [--steps 2000] [--seeds 0 1] [--threads 2]
-[--matmul-precision medium]``.
+[--matmul-precision medium] [--score-anchors off on]``.
 """
 
 from __future__ import annotations
@@ -201,7 +202,7 @@ def run_portal(data_dir, seed: int) -> dict:
     return scores(z[:n], z[n:], labels, prediction, measured.reset_index(drop=True))
 
 
-def run_scmodal(data_dir, seed: int, steps: int) -> dict:
+def run_scmodal(data_dir, seed: int, steps: int, score_anchors: bool = False) -> dict:
     _quiet()
     import scx
 
@@ -211,6 +212,7 @@ def run_scmodal(data_dir, seed: int, steps: int) -> dict:
         modalities=("rna", "prot"),
         links=LINKS,
         max_steps=steps,
+        score_anchors=score_anchors,
         seed=seed,
         trainer_kwargs=QUIET,
     )
@@ -238,6 +240,13 @@ def main() -> None:
         default="highest",
         help="scx.settings.matmul_precision of the scx runs",
     )
+    parser.add_argument(
+        "--score-anchors",
+        nargs="+",
+        choices=["off", "on"],
+        default=["off"],
+        help="scMODAL runs without / with score_anchors=True",
+    )
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     os.environ[PRECISION_ENV] = args.matmul_precision
@@ -249,10 +258,12 @@ def main() -> None:
     }
     for seed in args.seeds:
         runs[f"portal (seed {seed})"] = (run_portal, (data_dir, seed))
-        runs[f"scmodal {args.steps} steps (seed {seed})"] = (
-            run_scmodal,
-            (data_dir, seed, args.steps),
-        )
+        for variant in args.score_anchors:
+            scored = " scored anchors" if variant == "on" else ""
+            runs[f"scmodal{scored} {args.steps} steps (seed {seed})"] = (
+                run_scmodal,
+                (data_dir, seed, args.steps, variant == "on"),
+            )
     rows = {}
     for name, (fn, fn_args) in runs.items():
         if any(name.startswith(s) for s in args.skip):

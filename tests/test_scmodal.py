@@ -16,8 +16,10 @@ from scx.scmodal import (
     SCMODAL,
     SCMODALModule,
     anchor_loss,
+    kernel_rows,
     mutual_nearest_neighbors,
     resolve_links,
+    shared_neighbor_scores,
 )
 
 #: Small networks and few steps keep the tests fast; the planted structure is easy.
@@ -66,6 +68,15 @@ def test_planted_types_are_aligned_across_modalities(linked_run):
         assert z.shape == (400, 20) and np.isfinite(z).all()
     assert mdata.obsm["X_scmodal"].shape == (800, 20)
     # chance is about 0.25 with four types
+    assert transfer_accuracy(mdata) > 0.85
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_scored_anchors_align_planted_types(seed):
+    mdata = make_linked(seed)
+    links = protein_to_gene(mdata)
+    scx.tl.scmodal(mdata, modalities=ROLES, links=links, score_anchors=True, seed=seed, **FAST)
+    assert mdata.uns["scmodal"]["params"]["score_anchors"] is True
     assert transfer_accuracy(mdata) > 0.85
 
 
@@ -277,6 +288,47 @@ def test_mutual_nearest_neighbors_match_brute_force():
     assert got.sum() > 0
 
 
+def test_shared_neighbor_scores_match_brute_force():
+    rng = np.random.default_rng(1)
+    x_a, x_b = torch.tensor(rng.normal(size=(25, 6))), torch.tensor(rng.normal(size=(20, 4)))
+    anchors = torch.tensor(rng.random((25, 20)) < 0.2)
+    k = 5
+    got = shared_neighbor_scores(anchors, kernel_rows(x_a), kernel_rows(x_b), k).numpy()
+    near_a = np.argsort(((x_a[:, None] - x_a[None]) ** 2).sum(-1).numpy(), axis=1)[:, :k]
+    near_b = np.argsort(((x_b[:, None] - x_b[None]) ** 2).sum(-1).numpy(), axis=1)[:, :k]
+    expected = np.zeros((25, 20))
+    for i, j in zip(*np.nonzero(anchors.numpy()), strict=True):
+        expected[i, j] = anchors.numpy()[np.ix_(near_a[i], near_b[j])].mean()
+    np.testing.assert_allclose(got, expected, atol=1e-12)
+    assert (got[~anchors.numpy()] == 0).all() and got.max() > 0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_anchor_scores_favour_pairs_their_neighbourhoods_agree_on(seed):
+    """Weak links pair cells of different types by chance; each modality's own
+    neighbourhoods (strong structure on all features) expose those pairs."""
+    rng = np.random.default_rng(seed)
+    n, n_types = 300, 4
+    types_a, types_b = rng.integers(n_types, size=n), rng.integers(n_types, size=n)
+
+    def cells(types, n_features, signal):
+        centres = rng.normal(size=(n_types, n_features)) * signal
+        return torch.tensor(centres[types] + rng.normal(size=(len(types), n_features)))
+
+    weak = rng.normal(size=(n_types, 4)) * 0.8  # the same weak linked profile on both sides
+    link_a = torch.tensor(weak[types_a] + rng.normal(size=(n, 4)))
+    link_b = torch.tensor(weak[types_b] + rng.normal(size=(n, 4)))
+    full_a = torch.cat([link_a, cells(types_a, 30, 2.0)], 1)
+    full_b = torch.cat([link_b, cells(types_b, 20, 2.0)], 1)
+    anchors = mutual_nearest_neighbors(link_a, link_b, 20)
+    scores = shared_neighbor_scores(anchors, kernel_rows(full_a), kernel_rows(full_b), 20)
+    same = torch.tensor(types_a[:, None] == types_b[None, :], dtype=scores.dtype)
+    plain = float((anchors * same).sum() / anchors.sum())
+    scored = float((scores * same).sum() / scores.sum())
+    assert plain < 0.65  # the links alone pair types poorly (chance: 0.25) ...
+    assert scored > plain + 0.1  # ... the scores recover much of the structure
+
+
 def _module_batch(module, n=16):
     torch.manual_seed(0)
     a, b = module.modalities
@@ -306,6 +358,11 @@ def test_minibatch_without_anchor_pairs_gives_finite_loss():
     pairs = torch.tensor([[True, False], [False, False], [False, True]])
     expected = (((z_a[0] - z_b[0]) ** 2).mean() + ((z_a[2] - z_b[1]) ** 2).mean()) / 2
     torch.testing.assert_close(anchor_loss(z_a, z_b, pairs), expected)
+    # weighted pairs give the weighted mean; all-zero weights contribute nothing
+    weights = torch.tensor([[0.75, 0.0], [0.0, 0.0], [0.0, 0.25]])
+    expected = 0.75 * ((z_a[0] - z_b[0]) ** 2).mean() + 0.25 * ((z_a[2] - z_b[1]) ** 2).mean()
+    torch.testing.assert_close(anchor_loss(z_a, z_b, weights), expected)
+    assert anchor_loss(z_a, z_b, torch.zeros(3, 2)) == 0
 
 
 def test_geometry_term_is_capped_and_discriminator_separate():
@@ -399,6 +456,7 @@ def _duplicated_genes(mdata):
         (None, protein_to_gene, {"init_std": -0.1}, "init_std"),
         (None, protein_to_gene, {"n_top_features": -1}, "n_top_features"),
         (None, protein_to_gene, {"preprocess": "yes"}, "preprocess"),
+        (None, protein_to_gene, {"score_anchors": "yes"}, "score_anchors"),
         (None, protein_to_gene, {"max_steps": 0}, "max_steps"),
         (None, protein_to_gene, {"max_steps": 5, "max_epochs": 1}, "either"),
     ],

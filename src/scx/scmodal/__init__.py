@@ -2,7 +2,14 @@
 
 from ._links import MIN_LINKS, resolve_links
 from ._model import SCMODAL
-from ._module import SCMODALModule, anchor_loss, geometry_loss, mutual_nearest_neighbors
+from ._module import (
+    SCMODALModule,
+    anchor_loss,
+    geometry_loss,
+    kernel_rows,
+    mutual_nearest_neighbors,
+    shared_neighbor_scores,
+)
 from ._preprocess import MIN_LINKED_TARGET
 from ._tool import impute, scmodal
 
@@ -14,7 +21,9 @@ __all__ = [
     "anchor_loss",
     "geometry_loss",
     "impute",
+    "kernel_rows",
     "mutual_nearest_neighbors",
     "resolve_links",
     "scmodal",
+    "shared_neighbor_scores",
 ]
