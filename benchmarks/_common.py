@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import multiprocessing as mp
 import sys
 import time
@@ -76,3 +77,19 @@ def print_table(frame: pd.DataFrame, title: str, floatfmt: str = "{:.3f}") -> No
     print(
         frame.to_string(float_format=lambda v: floatfmt.format(v) if abs(v) < 1000 else f"{v:,.0f}")
     )
+
+
+def add_anchor_variants(parser: argparse.ArgumentParser) -> None:
+    """``--score-anchors off on``: scMODAL runs without / with ``score_anchors=True``."""
+    parser.add_argument(
+        "--score-anchors",
+        nargs="+",
+        choices=["off", "on"],
+        default=["off"],
+        help="scMODAL runs without / with score_anchors=True",
+    )
+
+
+def anchor_variants(args: argparse.Namespace) -> list[tuple[str, bool]]:
+    """``(label suffix, score_anchors)`` for each variant asked for by ``--score-anchors``."""
+    return [(" scored anchors" if v == "on" else "", v == "on") for v in args.score_anchors]

@@ -32,7 +32,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from _common import find_data_dir, print_table, run_isolated
+from _common import add_anchor_variants, anchor_variants, find_data_dir, print_table, run_isolated
 
 CITE, ASAP = "CITE-seq", "ASAP-seq"
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
@@ -159,13 +159,7 @@ def main() -> None:
     parser.add_argument("--links", type=int, nargs="+", default=[216, 50, 12])
     parser.add_argument("--steps", type=int, default=2000, help="scMODAL training steps")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument(
-        "--score-anchors",
-        nargs="+",
-        choices=["off", "on"],
-        default=["off"],
-        help="scMODAL runs without / with score_anchors=True",
-    )
+    add_anchor_variants(parser)
     parser.add_argument("--skip", nargs="*", default=[], help="peers to leave out")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     args = parser.parse_args()
@@ -179,11 +173,10 @@ def main() -> None:
         runs = {"linked": (run_linked, (data_dir, proteins))}
         for seed in args.seeds:
             runs[f"portal (seed {seed})"] = (run_portal, (data_dir, proteins, seed))
-            for variant in args.score_anchors:
-                name = f"scmodal{' scored anchors' if variant == 'on' else ''} (seed {seed})"
-                runs[name] = (
+            for label, score_anchors in anchor_variants(args):
+                runs[f"scmodal{label} (seed {seed})"] = (
                     run_scmodal,
-                    (data_dir, proteins, seed, args.steps, variant == "on"),
+                    (data_dir, proteins, seed, args.steps, score_anchors),
                 )
         for name, (fn, fn_args) in runs.items():
             if name.split(" ")[0] in args.skip:

@@ -42,7 +42,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from _common import find_data_dir, print_table, run_isolated
+from _common import add_anchor_variants, anchor_variants, find_data_dir, print_table, run_isolated
 
 LINKS = {
     "CD3": "CD3E",
@@ -240,13 +240,7 @@ def main() -> None:
         default="highest",
         help="scx.settings.matmul_precision of the scx runs",
     )
-    parser.add_argument(
-        "--score-anchors",
-        nargs="+",
-        choices=["off", "on"],
-        default=["off"],
-        help="scMODAL runs without / with score_anchors=True",
-    )
+    add_anchor_variants(parser)
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     os.environ[PRECISION_ENV] = args.matmul_precision
@@ -258,11 +252,10 @@ def main() -> None:
     }
     for seed in args.seeds:
         runs[f"portal (seed {seed})"] = (run_portal, (data_dir, seed))
-        for variant in args.score_anchors:
-            scored = " scored anchors" if variant == "on" else ""
-            runs[f"scmodal{scored} {args.steps} steps (seed {seed})"] = (
+        for label, score_anchors in anchor_variants(args):
+            runs[f"scmodal{label} {args.steps} steps (seed {seed})"] = (
                 run_scmodal,
-                (data_dir, seed, args.steps, variant == "on"),
+                (data_dir, seed, args.steps, score_anchors),
             )
     rows = {}
     for name, (fn, fn_args) in runs.items():
