@@ -30,6 +30,13 @@ def _reference_init(module: nn.Module, std: float) -> None:
             nn.init.normal_(layer.bias, 0.0, std)
 
 
+def _top_k_mask(scores: torch.Tensor, k: int, dim: int = 1) -> torch.Tensor:
+    """Boolean mask of the ``k`` largest entries of ``scores`` along ``dim`` (all if fewer)."""
+    mask = torch.zeros_like(scores, dtype=torch.bool)
+    indices = scores.topk(min(k, scores.shape[dim]), dim=dim).indices
+    return mask.scatter_(dim, indices, True)
+
+
 def mutual_nearest_neighbors(x: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
     """Mutual ``k``-nearest-neighbour pairs between the rows of ``x`` and ``y`` (cosine).
 
@@ -43,12 +50,7 @@ def mutual_nearest_neighbors(x: torch.Tensor, y: torch.Tensor, k: int) -> torch.
     ``x[i]`` and ``x[i]`` among the ``k`` nearest of ``y[j]``.
     """
     similarity = F.normalize(x, dim=1) @ F.normalize(y, dim=1).T
-    k_xy, k_yx = min(k, y.shape[0]), min(k, x.shape[0])
-    near_xy = torch.zeros_like(similarity, dtype=torch.bool)
-    near_xy.scatter_(1, similarity.topk(k_xy, dim=1).indices, True)
-    near_yx = torch.zeros_like(similarity, dtype=torch.bool)
-    near_yx.scatter_(0, similarity.topk(k_yx, dim=0).indices, True)
-    return near_xy & near_yx
+    return _top_k_mask(similarity, k, dim=1) & _top_k_mask(similarity, k, dim=0)
 
 
 def kernel_rows(x: torch.Tensor) -> torch.Tensor:
@@ -82,13 +84,12 @@ def shared_neighbor_scores(
     -------
     ``(n_a, n_b)`` float matrix, 0 off the anchors, in ``[0, 1]`` on them.
     """
-    near_a = torch.zeros_like(kernel_a)
-    near_a.scatter_(1, kernel_a.topk(min(k, kernel_a.shape[1]), dim=1).indices, 1.0)
-    near_b = torch.zeros_like(kernel_b)
-    near_b.scatter_(1, kernel_b.topk(min(k, kernel_b.shape[1]), dim=1).indices, 1.0)
     pairs = anchors.to(kernel_a.dtype)
-    shared = near_a @ pairs @ near_b.T
-    return pairs * shared / (near_a.sum(1, keepdim=True) * near_b.sum(1)[None, :])
+    near_a = _top_k_mask(kernel_a, k).to(pairs.dtype)
+    near_b = _top_k_mask(kernel_b, k).to(pairs.dtype)
+    # every cell has min(k, n) neighbours, so the combinations per pair are a constant
+    n_combinations = min(k, kernel_a.shape[1]) * min(k, kernel_b.shape[1])
+    return pairs * (near_a @ pairs @ near_b.T) / n_combinations
 
 
 def anchor_loss(z_a: torch.Tensor, z_b: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
