@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
 import scx
 from conftest import QUIET, assert_unchanged, snapshot
@@ -90,6 +91,7 @@ def test_portal_outputs(two_batches):
     assert params["lambda_cos"] == [20.0] and params["boundary"] == 5.0
     assert params["reference"] == "batch0" and params["batch_key"] == "batch"
     assert params["batch_size"] == 200 and params["seed"] == 0
+    assert params["ema_decay"] == 0.99
     history = model.history
     assert {"gan_train", "ae_train", "la_train", "cos_train", "discriminator_train"} <= set(history)
     # the reconstruction and cosine terms were learned
@@ -324,6 +326,54 @@ def test_same_seed_same_embedding():
     np.testing.assert_array_equal(runs[0], runs[1])
 
 
+class _RecordWeights(Callback):
+    """The stage's encoder/generator and discriminator weights after every training step."""
+
+    def __init__(self):
+        self.generators: list[dict[str, torch.Tensor]] = []
+        self.discriminators: dict[str, torch.Tensor] = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        module = pl_module.module
+        self.generators.append({k: t.clone() for k, t in module.stages[0].state_dict().items()})
+        self.discriminators = {
+            k: t.clone() for k, t in module.discriminators[0].state_dict().items()
+        }
+
+
+@pytest.mark.parametrize("ema_decay", [0.5, 0.9, None])
+def test_averaged_weights_are_the_moving_average_of_the_iterates(ema_decay):
+    """With ``ema_decay`` the encoders/generators end as the EMA of their iterates; the
+    discriminators (and, without it, everything) keep the last step's weights."""
+    adata = scx.datasets.synthetic_batches(n_cells=300, n_types=3, seed=5)
+    record = _RecordWeights()
+    model = scx.tl.portal(
+        adata,
+        batch_key="batch",
+        n_hidden=16,
+        max_steps=25,
+        batch_size=100,
+        ema_decay=ema_decay,
+        trainer_kwargs={**QUIET, "callbacks": [record]},
+    )
+    assert len(record.generators) == 25
+    expected = record.generators[0]
+    for t, state in enumerate(record.generators[1:], start=1):
+        decay = 0.0 if ema_decay is None else min(ema_decay, (1 + t) / (10 + t))
+        expected = {k: decay * expected[k] + (1 - decay) * state[k] for k in state}
+    final = model.module.stages[0].state_dict()
+    for key, value in expected.items():
+        torch.testing.assert_close(final[key], value, rtol=1e-5, atol=1e-6)
+    if ema_decay is not None:
+        # averaging changed the weights: not the last iterate
+        assert not torch.allclose(
+            final["encoders.0.layers.0.weight"], record.generators[-1]["encoders.0.layers.0.weight"]
+        )
+    for key, value in model.module.discriminators[0].state_dict().items():
+        torch.testing.assert_close(value, record.discriminators[key])
+    assert adata.uns["portal"]["params"]["ema_decay"] == ema_decay
+
+
 def test_module_boundary_stops_adversarial_gradient():
     """Translated cells scored below -boundary give the generator no adversarial gradient."""
     module = PORTALModule(4, n_latent=2, n_hidden=8)
@@ -424,6 +474,8 @@ def _with_pca(adata):
         (_with_pca, {"batch_key": "batch", "use_rep": "X_pca", "layer": "x"}, "use_rep"),
         (None, {"batch_key": "batch", "order": "batch1"}, "order"),
         (None, {"batch_key": "batch", "max_steps": 10, "max_epochs": 1}, "not both"),
+        (None, {"batch_key": "batch", "ema_decay": 1.0}, r"ema_decay.*\[0, 1\)"),
+        (None, {"batch_key": "batch", "ema_decay": -0.5}, "ema_decay"),
     ],
 )
 def test_bad_input_is_rejected_before_training(prepare, kwargs, message, monkeypatch):

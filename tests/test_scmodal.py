@@ -80,6 +80,15 @@ def test_scored_anchors_align_planted_types(seed):
     assert transfer_accuracy(mdata) > 0.85
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_averaged_weights_align_planted_types(seed):
+    mdata = make_linked(seed)
+    links = protein_to_gene(mdata)
+    scx.tl.scmodal(mdata, modalities=ROLES, links=links, ema_decay=0.99, seed=seed, **FAST)
+    assert mdata.uns["scmodal"]["params"]["ema_decay"] == 0.99
+    assert transfer_accuracy(mdata) > 0.85
+
+
 def test_imputed_protein_follows_the_planted_profiles(linked_run):
     mdata, model = linked_run
     assert scx.tl.impute(mdata, model, source="rna", target="prot") is None
@@ -457,6 +466,7 @@ def _duplicated_genes(mdata):
         (None, protein_to_gene, {"n_top_features": -1}, "n_top_features"),
         (None, protein_to_gene, {"preprocess": "yes"}, "preprocess"),
         (None, protein_to_gene, {"score_anchors": "yes"}, "score_anchors"),
+        (None, protein_to_gene, {"ema_decay": 1.5}, "ema_decay"),
         (None, protein_to_gene, {"max_steps": 0}, "max_steps"),
         (None, protein_to_gene, {"max_steps": 5, "max_epochs": 1}, "either"),
     ],

@@ -110,8 +110,9 @@ They chain into scanpy.""",
     ),
     (
         "code",
-        """sc.pp.neighbors(adata, use_rep="X_portal", key_added="portal")
-sc.tl.umap(adata, neighbors_key="portal")
+        """# scanpy's `key_added` names an `.uns` entry too: not "portal", which holds scx's record
+sc.pp.neighbors(adata, use_rep="X_portal", key_added="portal_neighbors")
+sc.tl.umap(adata, neighbors_key="portal_neighbors")
 adata.obsm["X_umap_portal"] = adata.obsm["X_umap"].copy()
 fig, axes = plt.subplots(2, 2, figsize=(11, 9))
 for row, basis in enumerate(["X_umap_unintegrated", "X_umap_portal"]):
@@ -164,9 +165,12 @@ scores.round(3)""",
     (
         "md",
         """Portal removes most of the stimulation effect while keeping the cell types apart.
-On this small dataset Harmony mixes the two batches more; `benchmarks/portal_integration.py`
-compares both, scVI and the original Portal over several seeds (see `docs/benchmarks.md`).
-Portal is a GAN: its mixing varies from seed to seed more than Harmony's or scVI's.
+`benchmarks/portal_integration.py` compares it with Harmony, scVI and the original Portal over
+several seeds (see `docs/benchmarks.md`): on this dataset scx Portal and Harmony score about
+the same. Portal is a GAN whose weights circle around a balance point during training; scx
+returns their average over the last ~100 steps (`ema_decay=0.99`), which mixes the batches
+better and varies far less from seed to seed than the last step's weights the original keeps
+(`ema_decay=None`).
 
 ## A population present in one batch only
 

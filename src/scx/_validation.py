@@ -232,15 +232,21 @@ def positive_int(minimum: int = 1):
     return check
 
 
-def number(*, low: float | None = None, high: float | None = None, low_open: bool = False):
-    """Checker: a finite number in ``[low, high]`` (``(low, high]`` when ``low_open``)."""
+def number(
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+):
+    """Checker: a finite number in ``[low, high]`` (an open end with ``low_open``/``high_open``)."""
 
     def check(value: Any, argname: str) -> None:
         ok = _is_number(value) and np.isfinite(value)
         if ok and low is not None:
             ok = value > low if low_open else value >= low
         if ok and high is not None:
-            ok = value <= high
+            ok = value < high if high_open else value <= high
         if not ok:
             raise ValueError(f"`{argname}` must be {describe}, got {value!r}.")
 
@@ -249,7 +255,9 @@ def number(*, low: float | None = None, high: float | None = None, low_open: boo
     elif high is None:
         describe = f"a finite number {'>' if low_open else '≥'} {low:g}"
     else:
-        describe = f"a number in {'(' if low_open else '['}{low:g}, {high:g}]"
+        describe = (
+            f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        )
     check.__doc__ = describe
     return check
 
@@ -258,6 +266,8 @@ def number(*, low: float | None = None, high: float | None = None, low_open: boo
 weight = number(low=0)
 #: A learning rate or other strictly positive quantity.
 positive = number(low=0, low_open=True)
+#: The decay of a moving average of weights: in [0, 1) (1 would never move).
+decay = number(low=0, high=1, high_open=True)
 
 
 def fraction(*, low_open: bool = True):
