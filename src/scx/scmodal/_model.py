@@ -430,9 +430,9 @@ class SCMODAL(MultiModalModelBase):
             moving average with this decay, e.g. 0.99; see
             :class:`~scx.train.AdversarialTrainingPlan`) instead of the last step's; the
             discriminators keep their last weights. ``None`` (default): the last step's, as
-            the reference. On the CITE data at 2,000 steps, 0.99 lowered FOSCTTM and raised
-            the imputed-protein Pearson in both seeds measured (``docs/benchmarks.md``); not
-            the default until measured at the full schedule.
+            the reference. On the CITE data 0.99 lowered FOSCTTM and raised the
+            imputed-protein Pearson at 2,000 steps (2 seeds) but not at the default 10,000
+            (1 seed; ``docs/benchmarks.md``).
         replacement
             Sample cells with replacement, as the reference does.
         train_size, validation_size
