@@ -307,13 +307,13 @@ class AdversarialTrainingPlan(_StepCountingMixin, EpochMeanLoggingMixin, Trainin
         The decay ramps up as ``(1 + t) / (10 + t)`` to ``ema_decay`` (update ``t``), so a short
         run averages its recent updates rather than keeping its starting weights.
         """
-        params = [p for group in opt_g.param_groups for p in group["params"]]
         if self._ema is None:
+            params = [p for group in opt_g.param_groups for p in group["params"]]
             self._ema = (params, [p.detach().clone() for p in params])
             self._n_averaged = 1
             return
         decay = min(self.ema_decay, (1 + self._n_averaged) / (10 + self._n_averaged))
-        for average, param in zip(self._ema[1], params, strict=True):
+        for param, average in zip(*self._ema, strict=True):
             average.lerp_(param, 1.0 - decay)
         self._n_averaged += 1
 
