@@ -585,6 +585,12 @@ def test_model_methods_refuse_bad_arguments(name):
             (lambda: model.get_imputed("rna", "rna"), "target"),
             (lambda: model.get_imputed("rna", "nomod"), "target"),
             (lambda: model.get_imputed("rna", "prot", batch_size=0), "batch_size"),
+            (lambda: model.get_imputed("rna", "prot", strategy="mean"), "strategy"),
+            (lambda: model.get_imputed("rna", "prot", n_neighbors=0), "n_neighbors"),
+            (
+                lambda: model.get_imputed("rna", "prot", strategy="generator", batch_size=0),
+                "batch_size",
+            ),
         ]
     if name == "scdart":
         calls += [
@@ -920,6 +926,10 @@ IMPUTE_BAD = [
     ({"target": "rna"}, "target"),
     ({"target": 3}, "target"),
     ({"random_state": 0}, "random_state"),
+    ({"strategy": "translate"}, "strategy"),
+    ({"strategy": None}, "strategy"),
+    ({"n_neighbors": 0}, "n_neighbors"),
+    ({"n_neighbors": 2.5}, "n_neighbors"),
 ]
 
 

@@ -10,8 +10,9 @@ normalised to one library size (median linked RNA total, at least 20) and log1p,
 its median library size and log1p. Both sides then standardise every feature, clipped at ±10:
 the original's runner with ``sc.pp.scale(max_value=10)`` as the tutorial, scx inside the model
 (``standardize=True``, the same ddof-1 statistics), so both train on the same matrices.
-Imputed protein comes back on the log-normalised scale on both sides (the original's
-``get_imputed_df(scale="log")``, scx's ``impute``).
+Imputed protein comes back on the log-normalised scale on both sides, from the generator (the
+original's ``get_imputed_df(scale="log")``, scx's ``impute(strategy="generator")``); the kNN
+average of scx's default imputation is scored for both sides' latents as ``pearson_knn30``.
 
 Settings: the reference's defaults on both sides (latent 20, batch 500 per modality drawn with
 replacement, Adam lr 1e-3 weight decay 1e-3, 5 discriminator steps per generator step,
@@ -210,7 +211,9 @@ def run_scx(inputs: dict, args) -> tuple[dict, dict]:
         seed=args.seed,
         trainer_kwargs={"enable_progress_bar": False, "enable_model_summary": False},
     )
-    scx.tl.impute(mdata, model, source="rna", target="prot", to="obsm")
+    # the generator, as the original's get_imputed_df (like for like); ``scores`` adds the kNN
+    # average (scx's default imputation) for both sides' latents as ``pearson_knn30``
+    scx.tl.impute(mdata, model, source="rna", target="prot", strategy="generator", to="obsm")
     prediction = mdata["rna"].obsm["scmodal_prot"][list(proteins)].to_numpy()
     arrays = {
         "z_rna": mdata["rna"].obsm["X_scmodal"],

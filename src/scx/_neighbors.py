@@ -1,4 +1,4 @@
-"""Nearest neighbours between two point sets and kNN label transfer.
+"""Nearest neighbours between two point sets, kNN label transfer and kNN averaging.
 
 Small problems use exact brute force in row chunks (never an all-cells N × N matrix); large
 ones use pynndescent's approximate index, which scales to millions of cells.
@@ -292,3 +292,48 @@ def knn_transfer(
     )
     winner, fraction = vote(codes[idx], len(classes))
     return classes[winner], fraction, classes
+
+
+def knn_average(
+    reference: np.ndarray,
+    values: np.ndarray | sparse.spmatrix,
+    query: np.ndarray,
+    *,
+    n_neighbors: int = 30,
+    metric: Metric = "euclidean",
+    method: KnnMethod = "auto",
+    random_state: int = 0,
+) -> np.ndarray:
+    """Mean of the reference cells' ``values`` over each query's nearest reference cells.
+
+    The value counterpart of :func:`knn_transfer` (Seurat v3's ``TransferData`` with uniform
+    weights): each query gets the average of the rows of ``values`` of its ``n_neighbors``
+    nearest reference cells in the embedding.
+
+    Parameters
+    ----------
+    reference, query
+        Embeddings of the reference cells (the rows of ``values``) and of the query cells.
+    values
+        ``(n_ref, p)`` dense or sparse matrix of what the reference cells measured.
+    n_neighbors
+        Neighbours averaged per query.
+    metric, method, random_state
+        See :func:`knn`.
+
+    Returns
+    -------
+    ``(n_query, p)`` float32 array.
+    """
+    idx, _ = knn(
+        reference, query, n_neighbors, metric=metric, method=method, random_state=random_state
+    )
+    n_query, k = idx.shape
+    # one sparse product instead of gathering n_query × k rows of a possibly sparse matrix
+    weights = sparse.csr_matrix(
+        (np.full(idx.size, 1.0 / k, dtype=np.float32), idx.ravel(), np.arange(0, idx.size + 1, k)),
+        shape=(n_query, reference.shape[0]),
+    )
+    mean = weights @ values
+    mean = mean.toarray() if sparse.issparse(mean) else np.asarray(mean)
+    return mean.astype(np.float32, copy=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -14,6 +14,7 @@ from mudata import MuData
 from scipy import sparse
 
 from scx import _validation as v
+from scx._neighbors import knn_average
 from scx.base import MultiModalModelBase, train_docs
 from scx.pp import apply_transform, feature_transform
 from scx.train import AdversarialTrainingPlan
@@ -23,6 +24,11 @@ from ._module import SCMODALModule
 from ._preprocess import fit_log_blocks
 
 logger = logging.getLogger(__name__)
+
+ImputeStrategy = Literal["neighbors", "generator"]
+#: Target cells averaged per cell by ``get_imputed(strategy="neighbors")`` (as many as vote in
+#: scx's kNN label transfer).
+IMPUTE_NEIGHBORS = 30
 
 
 def column_stats(X, chunk_size: int = 8192) -> tuple[np.ndarray, np.ndarray]:
@@ -505,13 +511,11 @@ class SCMODAL(MultiModalModelBase):
         target: str,
         adata: AnnData | None = None,
         *,
+        strategy: ImputeStrategy = "neighbors",
+        n_neighbors: int = IMPUTE_NEIGHBORS,
         batch_size: int = 4096,
     ) -> pd.DataFrame:
-        """Cells of ``source`` translated into ``target``'s features (e.g. protein from RNA).
-
-        ``G_target(E_source(x))``, brought back from the standardised space to the registered
-        scale of ``target`` (log-normalised values when trained through
-        :func:`scx.tl.scmodal` with ``preprocess=True``).
+        """``target``'s features predicted for cells of ``source`` (e.g. protein from RNA).
 
         Parameters
         ----------
@@ -520,24 +524,45 @@ class SCMODAL(MultiModalModelBase):
         adata
             New cells of ``source`` (raw counts when the model preprocessed counts, else the
             registered features); ``None`` for the registered ones.
+        strategy
+            ``"neighbors"``: the mean of the registered values of the ``n_neighbors`` nearest
+            ``target`` cells in the shared latent (the integration's own use of the latent, as
+            kNN label transfer; the prediction stays within what ``target`` measured and
+            averages over its per-cell noise). ``"generator"``: ``G_target(E_source(x))``, the
+            reference's decoding of each cell by the target's generator.
+        n_neighbors
+            Target cells averaged per cell with ``strategy="neighbors"``.
         batch_size
             Cells per forward pass.
 
         Returns
         -------
-        DataFrame ``cells × target features``, indexed by the cells' names.
+        DataFrame ``cells × target features`` on the registered scale of ``target``
+        (log-normalised values when trained through :func:`scx.tl.scmodal` with
+        ``preprocess=True``), indexed by the cells' names.
         """
         self._check_if_trained(warn=True)
         s = self.modalities.index(self._check_modality(source, "source"))
         t = self.modalities.index(self._check_modality(target, "target"))
         if s == t:
             raise ValueError(f"`source` and `target` must differ, got {source!r} twice.")
-        values = self._apply_in_chunks(
-            self._input_matrix(source, adata),
-            lambda x: self.module.translate(x, s, t),
-            self.module.n_input[t],
-            batch_size=batch_size,
-        )
+        v.choice(*get_args(ImputeStrategy))(strategy, "strategy")
+        v.check_positive_int(n_neighbors, argname="n_neighbors")
+        if strategy == "neighbors":
+            values = knn_average(
+                self.get_latent_representation(modality=target, batch_size=batch_size),
+                self._input_matrix(target, None),
+                self.get_latent_representation(adata, modality=source, batch_size=batch_size),
+                n_neighbors=n_neighbors,
+                random_state=self.seed,
+            )
+        else:
+            values = self._apply_in_chunks(
+                self._input_matrix(source, adata),
+                lambda x: self.module.translate(x, s, t),
+                self.module.n_input[t],
+                batch_size=batch_size,
+            )
         cells = self.obs_names_of(source) if adata is None else adata.obs_names
         return pd.DataFrame(values, index=cells.copy(), columns=self.var_names_of(target).copy())
 

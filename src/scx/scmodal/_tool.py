@@ -16,7 +16,7 @@ from scx._settings import isolated_state
 from scx.base import MixingCheck, Outputs, method_tool, write_outputs
 from scx.train import unknown_name_message
 
-from ._model import SCMODAL
+from ._model import IMPUTE_NEIGHBORS, SCMODAL, ImputeStrategy
 
 logger = logging.getLogger(__name__)
 
@@ -82,19 +82,22 @@ def impute(
     *args: str,
     source: str | None = None,
     target: str | None = None,
+    strategy: ImputeStrategy = "neighbors",
+    n_neighbors: int = IMPUTE_NEIGHBORS,
     to: Literal["modality", "obsm"] = "modality",
     key_added: str | None = None,
     copy: bool = False,
     **unknown,
 ) -> MuData | None:
-    """Translate the cells of ``source`` into ``target``'s features (e.g. protein from RNA).
+    """Predict ``target``'s features for the cells of ``source`` (e.g. protein from RNA).
 
-    Each ``source`` cell is encoded into the shared latent of a trained scMODAL model and
-    decoded by ``target``'s generator, on the scale of ``target``'s model input
-    (log-normalised values with the default preprocessing). The cells of
-    ``data.mod[source]`` are those the model was trained on, or new cells (raw counts when
-    the model was trained from counts), which are mapped with the model's stored
-    preprocessing.
+    Each ``source`` cell is encoded into the shared latent of a trained scMODAL model and gets
+    the mean of what its ``n_neighbors`` nearest ``target`` cells measured (default), or its
+    decoding by ``target``'s generator (``strategy="generator"``, the reference's imputation),
+    on the scale of ``target``'s model input (log-normalised values with the default
+    preprocessing). The cells of ``data.mod[source]`` are those the model was trained on, or
+    new cells (raw counts when the model was trained from counts), which are mapped with the
+    model's stored preprocessing.
 
     Parameters
     ----------
@@ -109,6 +112,11 @@ def impute(
         Modality of the cells.
     target
         Modality whose features are predicted.
+    strategy
+        ``"neighbors"`` (kNN average in the latent) or ``"generator"``; see
+        :meth:`scx.model.SCMODAL.get_imputed`.
+    n_neighbors
+        Target cells averaged per cell with ``strategy="neighbors"``.
     to
         ``"modality"``: a new modality ``key_added`` (cells of ``source`` × features of
         ``target``); ``"obsm"``: a DataFrame in ``data.mod[source].obsm[key_added]`` (and
@@ -116,10 +124,11 @@ def impute(
         cells are distinct).
     key_added
         Name of the new modality or ``obsm`` key, and of the record ``uns[key_added]``
-        (``params``: source, target, to; ``outputs``: what was written). Defaults to
-        ``f"{target}_from_{source}"`` (modality) or ``f"scmodal_{target}"`` (obsm). Naming a
-        measured modality, or an ``obsm``/``uns`` entry that an earlier :func:`impute` call
-        did not write, is an error; an earlier call's results under the same name are replaced.
+        (``params``: source, target, strategy, n_neighbors, to; ``outputs``: what was
+        written). Defaults to ``f"{target}_from_{source}"`` (modality) or
+        ``f"scmodal_{target}"`` (obsm). Naming a measured modality, or an ``obsm``/``uns``
+        entry that an earlier :func:`impute` call did not write, is an error; an earlier
+        call's results under the same name are replaced.
     copy
         Work on a copy of ``data`` and return it (the input stays untouched).
 
@@ -128,13 +137,19 @@ def impute(
     ``None``, or with ``copy=True`` the new MuData holding the results.
     """
     if unknown:
-        accepted = ["source", "target", "to", "key_added", "copy"]
+        accepted = ["source", "target", "strategy", "n_neighbors", "to", "key_added", "copy"]
         raise ValueError(unknown_name_message(next(iter(unknown)), accepted, "scx.tl.impute"))
     source, target = _positional(args, source, target)
     key = _check_impute(data, model, source, target, to, key_added, copy)
     own = data.mod[source]
     registered = own.obs_names.equals(model.obs_names_of(source))
-    imputed = model.get_imputed(source, target, adata=None if registered else own)
+    imputed = model.get_imputed(
+        source,
+        target,
+        adata=None if registered else own,
+        strategy=strategy,
+        n_neighbors=n_neighbors,
+    )
     if to == "modality":
         outputs = Outputs(
             modalities={
@@ -154,11 +169,19 @@ def impute(
     with warnings.catch_warnings():
         # the imputed modality has the target's feature names by design
         warnings.filterwarnings("ignore", message="var_names are not unique")
-        write_outputs(data, key, outputs, {"source": source, "target": target, "to": to})
+        params = {
+            "source": source,
+            "target": target,
+            "strategy": strategy,
+            "n_neighbors": n_neighbors,
+            "to": to,
+        }
+        write_outputs(data, key, outputs, params)
     logger.info(
-        "scMODAL: %s cells imputed as %s, written to %s.",
+        "scMODAL: %s cells imputed as %s (%s), written to %s.",
         source,
         target,
+        strategy,
         f"modality {key!r}" if to == "modality" else f".mod[{source!r}].obsm[{key!r}]",
     )
     return data if copy else None
@@ -195,7 +218,11 @@ def _check_impute(
     key_added: Any,
     copy: Any,
 ) -> str:
-    """Check every argument of :func:`impute`; returns the output name."""
+    """Check the arguments of :func:`impute`; returns the output name.
+
+    ``strategy`` and ``n_neighbors`` are checked by :meth:`scx.model.SCMODAL.get_imputed`
+    before it starts.
+    """
     v.check_mudata(data, argname="data")
     if not isinstance(model, SCMODAL) or not model.is_trained_:
         raise ValueError(
