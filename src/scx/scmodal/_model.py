@@ -436,7 +436,7 @@ class SCMODAL(MultiModalModelBase):
             moving average with this decay, e.g. 0.99; see
             :class:`~scx.train.AdversarialTrainingPlan`) instead of the last step's; the
             discriminators keep their last weights. ``None`` (default): the last step's, as
-            the reference. On the CITE data 0.99 lowered FOSCTTM and raised the
+            the reference. On the CITE data 0.99 lowered FOSCTTM and raised the generator's
             imputed-protein Pearson at 2,000 steps (2 seeds) but not at the default 10,000
             (1 seed; ``docs/benchmarks.md``).
         replacement
