@@ -110,7 +110,10 @@ def quality(methods: list[str], seeds: list[int], threads: int, cases: list[str]
                             inputs,
                             seed=seed,
                             threads=threads,
-                            options=module.QUALITY_OPTIONS.get(side, {}),
+                            options={
+                                **module.QUALITY_OPTIONS.get(side, {}),
+                                **getattr(module, "CASE_OPTIONS", {}).get(case, {}),
+                            },
                         )
                         scores = module.score(out, truth)
                         rows.append(
