@@ -85,6 +85,19 @@ def per_gene_pearson(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return r
 
 
+def nuclei_subset(rna, atac, keep: np.ndarray):
+    """The nuclei ``keep`` of both modalities, the peaks open in none of them left out.
+
+    Returns the RNA and ATAC AnnData views and the genes × peaks prior
+    ``rna.varm["gene_region"]`` over the kept peaks (CSR, float32).
+    """
+    from scipy import sparse
+
+    open_peaks = np.asarray((atac.X[keep] > 0).sum(0)).ravel() > 0
+    prior = sparse.csr_matrix(rna.varm["gene_region"], dtype=np.float32)[:, open_peaks]
+    return rna[keep], atac[keep][:, open_peaks], prior
+
+
 def run_scdart(rna, atac, kwargs: dict, threads: int) -> dict:
     """scx.tl.scdart; returns the embeddings, the kNN-transferred labels and the gene activity."""
     _quiet(threads)
@@ -202,9 +215,8 @@ def main() -> None:
         if unknown:
             parser.error(f"unknown --cell-types {sorted(unknown)}")
         keep = rna_all.obs["cell_type"].isin(args.cell_types).to_numpy()
-        open_peaks = np.asarray((atac_all.X[keep] > 0).sum(0)).ravel() > 0
-        prior_all = rna_all.varm["gene_region"].tocsc()[:, open_peaks]
-        rna_all, atac_all = rna_all[keep].copy(), atac_all[keep][:, open_peaks].copy()
+        rna_all, atac_all, prior_all = nuclei_subset(rna_all, atac_all, keep)
+        rna_all, atac_all = rna_all.copy(), atac_all.copy()
         rna_all.varm["gene_region"] = prior_all
         subset = f"cell types {', '.join(args.cell_types)}"
     rna = rna_all.copy()

@@ -159,6 +159,7 @@ def mop(path, seed: int, n_nuclei: int | None = None) -> dict:
     import mudata
 
     from _common import find_data_dir
+    from scdart_mop import nuclei_subset
 
     mudata.set_options(pull_on_update=False)
     mdata = mudata.read_h5mu(find_data_dir() / "mop_snareseq2" / "mop_snareseq2.h5mu")
@@ -168,10 +169,8 @@ def mop(path, seed: int, n_nuclei: int | None = None) -> dict:
         subset = np.sort(
             np.random.default_rng(MOP_SUBSET_SEED).choice(mdata.n_obs, n_nuclei, replace=False)
         )
-        open_peaks = np.asarray((atac_all.X[subset] > 0).sum(0)).ravel() > 0
-        rna, atac_all = rna[subset], atac_all[subset][:, open_peaks]
-        prior = sparse.csr_matrix(rna.varm["gene_region"], dtype=np.float32)[:, open_peaks]
-        description += f", {n_nuclei:,} random nuclei, {int(open_peaks.sum()):,} open peaks"
+        rna, atac_all, prior = nuclei_subset(rna, atac_all, subset)
+        description += f", {n_nuclei:,} random nuclei, {prior.shape[1]:,} open peaks"
     else:
         prior = sparse.csr_matrix(rna.varm["gene_region"], dtype=np.float32)
     perm = np.random.default_rng(seed).permutation(rna.n_obs)
