@@ -9,6 +9,10 @@ the loaded inputs.
 
     python benchmarks/peers/compare.py --mode speed --methods scjoint scpairing
     python benchmarks/peers/compare.py --mode quality --methods scjoint --seeds 0 1 2
+    python benchmarks/peers/compare.py --mode quality --methods scmodal --option train_steps=300
+
+``--option NAME=VALUE`` (quality) passes ``--name value`` to every side's runner, after the
+module's own options, e.g. a shorter budget for an original too slow for the full one.
 
 Needs ``peers.json`` (``setup_peers.py``) and, for quality, the real data (``SCX_DATA_DIR``).
 """
@@ -93,7 +97,14 @@ def _added_mb(outputs: dict) -> float:
     return float(meta["peak_mb"] - meta["base_mb"])
 
 
-def quality(methods: list[str], seeds: list[int], threads: int, cases: list[str] | None):
+def quality(
+    methods: list[str],
+    seeds: list[int],
+    threads: int,
+    cases: list[str] | None,
+    overrides: dict[str, int | float | str] | None = None,
+):
+    """Both sides of every case and seed; ``overrides`` replace any runner option."""
     tables = []
     for method in methods:
         module = importlib.import_module(method)
@@ -113,6 +124,7 @@ def quality(methods: list[str], seeds: list[int], threads: int, cases: list[str]
                             options={
                                 **module.QUALITY_OPTIONS.get(side, {}),
                                 **getattr(module, "CASE_OPTIONS", {}).get(case, {}),
+                                **(overrides or {}),
                             },
                         )
                         scores = module.score(out, truth)
@@ -133,6 +145,19 @@ def quality(methods: list[str], seeds: list[int], threads: int, cases: list[str]
     return pd.concat(tables)
 
 
+def _parse_option(item: str) -> tuple[str, int | float | str]:
+    """``"train_steps=300"`` → ``("train_steps", 300)`` (numbers parsed, else a string)."""
+    name, sep, value = item.partition("=")
+    if not sep or not name:
+        raise SystemExit(f"--option expects NAME=VALUE (e.g. train_steps=300), got {item!r}")
+    for parse in (int, float):
+        try:
+            return name, parse(value)
+        except ValueError:
+            pass
+    return name, value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mode", choices=["speed", "quality"], required=True)
@@ -141,13 +166,25 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--repeats", type=int, default=3, help="speed: alternating repeats")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="quality: a runner option for every side of every case, e.g. train_steps=300 "
+        "(a shorter budget, the same for the original and scx)",
+    )
     args = parser.parse_args()
+    if args.option and args.mode != "quality":
+        parser.error("--option applies to --mode quality only")
+    overrides = dict(_parse_option(item) for item in args.option)
     print(f"threads: {args.threads}")
     pd.set_option("display.width", 250, "display.max_columns", 40)
     if args.mode == "speed":
         print(speed(args.methods, args.repeats, args.threads).round(3).to_string())
     else:
-        print(quality(args.methods, args.seeds, args.threads, args.cases).round(4).to_string())
+        table = quality(args.methods, args.seeds, args.threads, args.cases, overrides)
+        print(table.round(4).to_string())
 
 
 if __name__ == "__main__":
