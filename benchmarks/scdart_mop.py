@@ -208,18 +208,18 @@ def main() -> None:
     data = find_data_dir()
     mdata = mudata.read_h5mu(data / "mop_snareseq2" / "mop_snareseq2.h5mu")
     # the same nuclei in the same order in both modalities
-    rna_all, atac_all = mdata["rna"], mdata["atac"]
+    rna_all, atac_all, subset_prior = mdata["rna"], mdata["atac"], None
     subset = "all nuclei"
     if args.cell_types is not None:
         unknown = set(args.cell_types) - set(rna_all.obs["cell_type"])
         if unknown:
             parser.error(f"unknown --cell-types {sorted(unknown)}")
         keep = rna_all.obs["cell_type"].isin(args.cell_types).to_numpy()
-        rna_all, atac_all, prior_all = nuclei_subset(rna_all, atac_all, keep)
-        rna_all, atac_all = rna_all.copy(), atac_all.copy()
-        rna_all.varm["gene_region"] = prior_all
+        rna_all, atac_all, subset_prior = nuclei_subset(rna_all, atac_all, keep)
         subset = f"cell types {', '.join(args.cell_types)}"
     rna = rna_all.copy()
+    if subset_prior is not None:
+        rna.varm["gene_region"] = subset_prior
     # the scored labels travel as "cell_type" through every method
     rna.obs = pd.DataFrame({"cell_type": rna_all.obs[args.labels]}, index=rna.obs_names)
     rna.obs_names = [f"rna_{i}" for i in range(rna.n_obs)]
