@@ -7,7 +7,7 @@ import torch
 import scx
 from conftest import QUIET
 from scx._settings import isolated_state
-from scx.nn import MLP, apply_jointly
+from scx.nn import MLP, apply_jointly, clamped_exp
 
 
 @pytest.fixture
@@ -99,3 +99,30 @@ def test_apply_jointly_equals_one_call_per_batch(seed):
         torch.testing.assert_close(x, y)
     for x, y in zip(joint_grads, separate_grads, strict=True):
         torch.testing.assert_close(x, y)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_clamped_exp_is_exp_except_below_the_normal_range(dtype):
+    tiny = torch.finfo(dtype).tiny
+    inside = torch.linspace(-80.0, 80.0, 1001, dtype=dtype)
+    # identical to exp wherever exp is a normal number
+    assert torch.equal(clamped_exp(inside), inside.exp())
+    log_tiny = float(torch.tensor(tiny, dtype=torch.float64).log())
+    below = torch.tensor([log_tiny - 0.1, log_tiny - 100, -1e4, -float("inf")], dtype=dtype)
+    low = clamped_exp(below)
+    # below it: positive and within a factor of 2 of the smallest normal number, never 0
+    assert bool((low > 0).all()) and bool((low < 2 * tiny).all())
+    # in place: the argument tensor holds the result
+    values = torch.cat([inside, below])
+    expected = clamped_exp(values)
+    assert clamped_exp(values, inplace=True) is values and torch.equal(values, expected)
+    # the gradient is exp's inside the range and 0 where the argument was raised
+    x = torch.tensor([-1.0, 2.0, -1e4], dtype=dtype, requires_grad=True)
+    clamped_exp(x).sum().backward()
+    torch.testing.assert_close(x.grad[:2], x.detach()[:2].exp())
+    assert float(x.grad[2]) == 0.0
+
+
+def test_clamped_exp_leaves_half_precision_alone():
+    x = torch.tensor([-1.0, -20.0, -200.0], dtype=torch.bfloat16)
+    assert torch.equal(clamped_exp(x), x.exp())
