@@ -113,20 +113,30 @@ def _dpt(rep: np.ndarray, root_index, root_mask, n_neighbors: int, n_dcs: int, s
 
 
 def _backbone(
-    rep: np.ndarray, clusters: np.ndarray, root_cluster: int
+    connectivities: np.ndarray, means: np.ndarray, root_cluster: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """MST over cluster means; segments between branch points, read off from the root.
+    """Spanning tree of the clusters; segments between branch points, read off from the root.
+
+    Clusters are joined by the maximum spanning tree of their PAGA connectivity (Wolf et al.,
+    Genome Biol 2019: how much more the kNN graph links two clusters than chance), i.e. the
+    minimum spanning tree of its inverse, as ``scanpy.tl.paga`` builds its tree. Clusters in
+    separate pieces of the kNN graph (connectivity 0) are joined by their nearest means, with
+    weights above every connected edge so that only as many such edges enter as there are
+    extra pieces.
 
     Returns the tree edges (parent, child), each cluster's segment and each segment's parent
     segment (−1 for the root segment).
     """
     from scipy.sparse.csgraph import breadth_first_order, minimum_spanning_tree
 
-    n = int(clusters.max()) + 1
-    means = np.stack([rep[clusters == c].mean(0) for c in range(n)])
+    n = connectivities.shape[0]
+    linked = connectivities > 0
+    inverse = np.where(linked, 1.0 / np.where(linked, connectivities, 1.0), 0.0)
     dist = np.sqrt(((means[:, None] - means[None]) ** 2).sum(-1))
-    # a tiny offset keeps zero distances (identical means) as edges of the tree
-    mst = minimum_spanning_tree(sparse.csr_matrix(dist + 1e-12 * (1 - np.eye(n))))
+    ceiling = n * max(float(inverse.max()), 1.0)
+    weights = np.where(linked, inverse, ceiling * (2.0 + dist / max(float(dist.max()), 1e-12)))
+    np.fill_diagonal(weights, 0.0)
+    mst = minimum_spanning_tree(sparse.csr_matrix(weights))
     tree = mst + mst.T
     order, parents = breadth_first_order(tree, root_cluster, directed=False)
     segment = np.full(n, -1, dtype=np.int64)
@@ -163,14 +173,18 @@ def _branches(rep: np.ndarray, root_index: int, neighbors: int, resolution: floa
         random_state=seed,
     )
     clusters = graph.obs["leiden"].astype(int).to_numpy()
-    edges, segment, segment_parent = _backbone(
-        graph.obsm["X_rep"].astype(np.float64), clusters, int(clusters[root_index])
-    )
+    n_clusters = int(clusters.max()) + 1
+    if n_clusters > 1:
+        sc.tl.paga(graph, groups="leiden")
+        connectivities = graph.uns["paga"]["connectivities"].toarray()
+    else:
+        connectivities = np.zeros((1, 1))
+    cells = graph.obsm["X_rep"].astype(np.float64)
+    means = np.stack([cells[clusters == c].mean(0) for c in range(n_clusters)])
+    edges, segment, segment_parent = _backbone(connectivities, means, int(clusters[root_index]))
     names = [f"S{s}" for s in range(segment_parent.size)]
     branch = pd.Categorical.from_codes(segment[clusters], categories=names)
-    cluster = pd.Categorical.from_codes(
-        clusters, categories=[str(c) for c in range(clusters.max() + 1)]
-    )
+    cluster = pd.Categorical.from_codes(clusters, categories=[str(c) for c in range(n_clusters)])
     tree = {"backbone_edges": edges, "segment_parent": segment_parent, "cluster_segment": segment}
     return branch, cluster, tree
 
@@ -282,8 +296,10 @@ def pseudotime(
     cells after :func:`scx.tl.scdart`), computes scanpy's diffusion pseudotime from ``root``
     (:func:`scanpy.tl.dpt`, which removes the stationary component with the proper outer
     product — the reference's hand-written DPT used a scalar there), and with ``backbone``
-    clusters the cells (Leiden on a ``backbone_neighbors`` graph), joins the cluster means by a
-    minimum spanning tree and reads the branches off from the root's cluster. Writes
+    clusters the cells (Leiden on a ``backbone_neighbors`` graph), joins the clusters by the
+    maximum spanning tree of their PAGA connectivity (:func:`scanpy.tl.paga`; the reference
+    joins the cluster means by a minimum spanning tree, which can attach a branch to the end of
+    another that it passes near) and reads the branches off from the root's cluster. Writes
 
     * ``obs[f"{key_added}_pseudotime"]`` (in [0, 1]; NaN for cells without ``use_rep``);
     * ``obs[f"{key_added}_branch"]``: the backbone segment of each cell (``"S0"`` is the
