@@ -131,7 +131,7 @@ def _backbone(
 
     n = connectivities.shape[0]
     linked = connectivities > 0
-    inverse = np.where(linked, 1.0 / np.where(linked, connectivities, 1.0), 0.0)
+    inverse = np.divide(1.0, connectivities, out=np.zeros((n, n)), where=linked)
     dist = np.sqrt(((means[:, None] - means[None]) ** 2).sum(-1))
     ceiling = n * max(float(inverse.max()), 1.0)
     weights = np.where(linked, inverse, ceiling * (2.0 + dist / max(float(dist.max()), 1e-12)))
