@@ -17,7 +17,8 @@ Methods (each in its own process; wall time and peak memory are its own): scx sc
 defaults apart from the number of epochs (see ``--max-epochs``) and the variants of
 ``--scdart-variants`` (``scx.scdart.REFERENCE_SETTINGS``: the reference's losses and
 initialisation; the reference's SNARE-seq script; the defaults without the candidate-pair
-loss, with unweighted candidate pairs or with the reference's absolute prior penalty),
+loss, with unweighted candidate pairs, with the reference's absolute prior penalty or with
+Seurat's anchor filter on the candidate pairs),
 Seurat-v3-style CCA (30 components) on log-normalised RNA and prior-based gene activity, and
 scx scJoint with its defaults (gene activity from the mm10 table). The prior is the shipped
 ``rna.varm["gene_region"]`` (gene body + 2 kb upstream).
@@ -50,6 +51,7 @@ SCDART_VARIANTS = {
     "no-pairs": ("scDART lambda_pairs=0", {"lambda_pairs": 0.0}),
     "unweighted-pairs": ("scDART pair_score_neighbors=None", {"pair_score_neighbors": None}),
     "l1": ("scDART prior_penalty='l1'", {"prior_penalty": "l1"}),
+    "anchor-filter": ("scDART pair_filter_neighbors=200", {"pair_filter_neighbors": 200}),
     "reference-scripts": (
         "scDART REFERENCE_SETTINGS, n_latent=4, lambda_mmd=10 (reference SNARE script)",
         {"reference": True, "n_latent": 4, "lambda_mmd": 10.0},

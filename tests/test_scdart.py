@@ -474,6 +474,7 @@ def test_bad_prior():
         ({"pair_neighbors": 0}, "pair_neighbors"),
         ({"pair_score_neighbors": 0}, "pair_score_neighbors"),
         ({"pair_score_neighbors": 2.5}, "pair_score_neighbors"),
+        ({"pair_filter_neighbors": 0}, "pair_filter_neighbors"),
         ({"post_align_neighbors": 0}, "post_align_neighbors"),
         ({"gene_activity_key": "rna"}, "rna"),
         ({"layer": {"rna": None, "atc": None}}, "layer"),
@@ -619,7 +620,7 @@ def test_candidate_pairs_find_partners_and_turn_off():
     gaps = np.abs(time_rna[rna_index] - time_atac[atac_index])
     assert np.average(gaps, weights=pair_weights + 1e-12) < gap
     # unscored: the same partners, no weights
-    unscored = model._candidate_partners(20, 30, None, 1)
+    unscored = model._candidate_partners(20, 30, None, None, 1)
     np.testing.assert_array_equal(unscored.partners, partners)
     assert unscored.weights is None and "mean_score" not in model.candidate_pairs_
     other = trajectory(seed=1, branch_ramp=0.2)
@@ -633,6 +634,38 @@ def test_candidate_pairs_find_partners_and_turn_off():
     assert "pairs_train" not in reference.history_
     assert reference.module.prior_penalty == "l1"
     assert "candidate_pairs" not in other.uns["scdart"]
+
+
+def _pair_set(partners: np.ndarray) -> set[tuple[int, int]]:
+    atac_index, slot = np.nonzero(partners >= 0)
+    return set(zip(atac_index.tolist(), partners[atac_index, slot].tolist(), strict=True))
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_anchor_filter_keeps_the_pairs_near_in_gene_space(seed):
+    """Seurat's anchor filter drops mutual pairs that are far apart before CCA: what it keeps
+    is a subset, closer in true time than what it drops; a filter as wide as the data keeps
+    every pair."""
+    mdata = trajectory(seed=seed, branch_ramp=0.2)
+    model = scx.tl.scdart(
+        mdata, prior="peak_prior", max_epochs=1, seed=seed, pair_filter_neighbors=30, **TINY
+    )
+    record = mdata.uns["scdart"]["candidate_pairs"]
+    assert mdata.uns["scdart"]["params"]["pair_filter_neighbors"] == 30
+    kept = _pair_set(model._pairs_cache[1].partners)
+    everything = _pair_set(model._candidate_partners(20, 30, None, 30, seed).partners)
+    assert record["n_mutual_neighbors"] == len(everything)
+    assert record["n_pairs"] == len(kept) and 0 < len(kept) < len(everything)
+    assert kept < everything
+    time_rna = mdata["rna"].obs["pseudotime"].to_numpy()
+    time_atac = mdata["atac"].obs["pseudotime"].to_numpy()
+
+    def gap(pairs):
+        return np.mean([abs(time_atac[a] - time_rna[r]) for a, r in pairs])
+
+    assert gap(kept) < gap(everything - kept), (gap(kept), gap(everything - kept))
+    wide = model._candidate_partners(20, 30, mdata["atac"].n_obs, 30, seed)
+    assert _pair_set(wide.partners) == everything
 
 
 def test_pair_loss_matches_partners_in_the_batch_and_is_scale_free():

@@ -5,16 +5,19 @@ import pytest
 import torch
 
 import scx
+import scx._settings as settings_module
 from conftest import QUIET
-from scx._settings import isolated_state
+from scx._settings import isolated_state, retained_heap
 from scx.nn import MLP, apply_jointly, clamped_exp
 
 
 @pytest.fixture
 def restore_settings():
-    saved = (scx.settings.num_threads, scx.settings.matmul_precision, scx.settings.verbosity)
+    names = ("num_threads", "matmul_precision", "retain_freed_memory", "verbosity")
+    saved = {name: getattr(scx.settings, name) for name in names}
     yield
-    scx.settings.num_threads, scx.settings.matmul_precision, scx.settings.verbosity = saved
+    for name, value in saved.items():
+        setattr(scx.settings, name, value)
 
 
 @pytest.mark.parametrize(
@@ -25,6 +28,8 @@ def restore_settings():
         ("num_threads", True),
         ("matmul_precision", "low"),
         ("matmul_precision", "bf16"),
+        ("retain_freed_memory", 1),
+        ("retain_freed_memory", "yes"),
         ("verbosity", "loud"),
     ],
 )
@@ -53,6 +58,115 @@ def test_isolated_state_applies_and_restores_matmul_precision_and_threads(restor
             assert torch.get_float32_matmul_precision() == "high"
     finally:
         torch.set_float32_matmul_precision(caller_precision)
+
+
+class _FakeGlibc:
+    """Records ``mallopt`` / ``malloc_trim`` calls and the state they leave malloc in."""
+
+    def __init__(self):
+        self.calls = []
+        self.state = {}
+
+    def mallopt(self, parameter, value):
+        self.calls.append(("mallopt", parameter, value))
+        self.state[parameter] = value
+        return 1
+
+    def malloc_trim(self, pad):
+        self.calls.append(("malloc_trim", pad))
+        return 1
+
+    def retaining(self) -> bool:
+        return self.state.get(-4) == 0 and self.state.get(-1, 0) >= 2**30
+
+
+@pytest.fixture
+def fake_glibc(monkeypatch):
+    fake = _FakeGlibc()
+    monkeypatch.setattr(settings_module, "_glibc", lambda: fake)
+    for key in settings_module._MALLOC_ENVIRONMENT:
+        monkeypatch.delenv(key, raising=False)
+    return fake
+
+
+def test_retained_heap_keeps_memory_inside_and_gives_it_back(restore_settings, fake_glibc):
+    with retained_heap():
+        # no mmap-ed chunks, no trimming while inside
+        assert fake_glibc.retaining()
+    assert not fake_glibc.retaining()
+    assert fake_glibc.state == {-4: 65536, -3: 32 << 20, -1: 64 << 20}
+    assert fake_glibc.calls[-1] == ("malloc_trim", 0)
+    # restored on an error inside too, and the error comes through
+    fake_glibc.calls.clear()
+    with pytest.raises(RuntimeError, match="inside"), retained_heap():
+        assert fake_glibc.retaining()
+        raise RuntimeError("inside")
+    assert not fake_glibc.retaining() and fake_glibc.calls[-1] == ("malloc_trim", 0)
+
+
+def test_retained_heap_leaves_malloc_alone_when_asked(restore_settings, fake_glibc, monkeypatch):
+    scx.settings.retain_freed_memory = False
+    with retained_heap():
+        pass
+    assert fake_glibc.calls == []
+    # a user who tunes malloc through the environment keeps their settings
+    scx.settings.retain_freed_memory = True
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "100000")
+    with retained_heap():
+        pass
+    assert fake_glibc.calls == []
+    # no glibc (macOS, Windows, musl): nothing to do
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
+    monkeypatch.setattr(settings_module, "_glibc", lambda: None)
+    with retained_heap():
+        pass
+    assert fake_glibc.calls == []
+
+
+def test_retained_heap_runs_on_this_c_library(restore_settings):
+    # the real call: glibc accepts both parameters (mallopt returns 1), elsewhere a no-op
+    libc = settings_module._glibc()
+    with retained_heap():
+        x = torch.ones(1 << 22)
+        del x
+    if libc is not None:
+        assert libc.mallopt(-4, 65536) == 1
+
+
+class _RecordMalloc(pl.Callback):
+    def __init__(self, fake):
+        self.fake, self.seen = fake, []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.seen.append(self.fake.retaining())
+
+
+def test_training_retains_freed_memory_only_while_it_trains(restore_settings, fake_glibc):
+    adata = scx.datasets.synthetic_batches(n_cells=200, n_types=3, seed=0)
+    record = _RecordMalloc(fake_glibc)
+    scx.tl.portal(
+        adata,
+        batch_key="batch",
+        n_hidden=16,
+        max_steps=3,
+        batch_size=64,
+        trainer_kwargs={**QUIET, "callbacks": [record]},
+    )
+    assert record.seen and all(record.seen)
+    assert not fake_glibc.retaining()
+    # with the setting off, training leaves malloc alone
+    scx.settings.retain_freed_memory = False
+    fake_glibc.calls.clear()
+    record.seen.clear()
+    scx.tl.portal(
+        adata,
+        batch_key="batch",
+        n_hidden=16,
+        max_steps=3,
+        batch_size=64,
+        trainer_kwargs={**QUIET, "callbacks": [record]},
+    )
+    assert record.seen and not any(record.seen) and fake_glibc.calls == []
 
 
 class _RecordPrecision(pl.Callback):

@@ -107,8 +107,9 @@ embedding at times ``ts``), then writes
   RNA genes predicted by the gene-activity network;
 * ``uns[key_added]``: ``params`` (every setting as used), ``n_prior_links``,
   ``n_linked_genes``, ``candidate_pairs`` (with ``lambda_pairs > 0``: how many mutual
-  neighbours the CCA of RNA and prior gene activity gave, how many ATAC cells have one and,
-  with ``pair_score_neighbors``, their mean anchor score)
+  neighbours the CCA of RNA and prior gene activity gave, how many of them the anchor filter
+  kept (``pair_filter_neighbors``), how many ATAC cells have one and, with
+  ``pair_score_neighbors``, their mean anchor score)
   and ``mixing`` (how well RNA and ATAC mix in the raw latent, see
   ``check_mixing``; a warning says when they stay apart: the post-alignment hides it).
 

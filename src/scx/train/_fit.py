@@ -24,7 +24,7 @@ from lightning.pytorch.callbacks import ProgressBar as ProgressBarBase
 from scvi.model._utils import parse_device_args
 from scvi.train import Trainer
 
-from scx._settings import isolated_state, quiet_lightning
+from scx._settings import isolated_state, quiet_lightning, retained_heap
 
 logger = logging.getLogger(__name__)
 
@@ -313,7 +313,12 @@ def fit(
     )
     main_thread = threading.current_thread() is threading.main_thread()
     sigint = signal.getsignal(signal.SIGINT) if main_thread else None
-    with isolated_state(seed, flush_denormal=True), quiet_lightning(), warnings.catch_warnings():
+    with (
+        isolated_state(seed, flush_denormal=True),
+        retained_heap(),
+        quiet_lightning(),
+        warnings.catch_warnings(),
+    ):
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message="The dataloader,")
         # Lightning's own use of a torch API that torch deprecated after it was released
