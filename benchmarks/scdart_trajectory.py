@@ -8,12 +8,15 @@ simulation scripts) and 150 epochs, then :func:`scx.tl.pseudotime` on the raw la
 * ``defaults``: scx's defaults (candidate-pair loss, ``prior_penalty="relative_l1"``);
 * ``reference losses``: ``scx.scdart.REFERENCE_SETTINGS`` with ``init_from_prior=True`` (the
   reference's losses; scx's initialisation, without which the reference does not align these
-  data at all, see ``docs/methods/scdart.md``).
+  data at all, see ``docs/methods/scdart.md``);
+* ``anchor filter``: the defaults with Seurat's anchor filter on the candidate pairs
+  (``pair_filter_neighbors=200``).
 
 Scores per run: FOSCTTM of the post-aligned and of the raw latent, Kendall τ of each modality's
 pseudotime with the true time, Pearson r of the paired cells' pseudotimes. Mean ± sd over seeds.
 
-Run: ``python benchmarks/scdart_trajectory.py [--seeds 0 1 2 3 4 5] [--threads 2]``.
+Run: ``python benchmarks/scdart_trajectory.py [--seeds 0 1 2 3 4 5] [--threads 2]
+[--variants defaults "anchor filter"]``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from _common import print_table
 
 NETWORKS = {"n_hidden_gene_activity": (256, 128), "n_hidden_encoder": (128, 64)}
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
+VARIANTS = ("defaults", "reference losses", "anchor filter")
 
 
 def run(seed: int, settings: dict) -> dict:
@@ -72,6 +76,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=VARIANTS,
+        default=list(VARIANTS),
+        help="which variants to run (default: all)",
+    )
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     for name in ("lightning", "lightning.pytorch", "scvi", "scx"):
@@ -85,7 +96,9 @@ def main() -> None:
     variants = {
         "defaults": {},
         "reference losses": {**scx.scdart.REFERENCE_SETTINGS, "init_from_prior": True},
+        "anchor filter": {"pair_filter_neighbors": 200},
     }
+    variants = {name: variants[name] for name in args.variants}
     rows = []
     for seed in args.seeds:
         for variant, settings in variants.items():

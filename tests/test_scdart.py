@@ -620,7 +620,7 @@ def test_candidate_pairs_find_partners_and_turn_off():
     gaps = np.abs(time_rna[rna_index] - time_atac[atac_index])
     assert np.average(gaps, weights=pair_weights + 1e-12) < gap
     # unscored: the same partners, no weights
-    unscored = model._candidate_partners(20, 30, None, None, 1)
+    unscored = model._candidate_partners(20, 30, 200, None, 1)
     np.testing.assert_array_equal(unscored.partners, partners)
     assert unscored.weights is None and "mean_score" not in model.candidate_pairs_
     other = trajectory(seed=1, branch_ramp=0.2)
