@@ -481,9 +481,9 @@ class SCDART(MultiModalModelBase):
             6 % of the pairs (15 % of the ATAC cells keep a partner) and raises the share
             joining cells of one type from 50 % to 63 % (68 % with the scores); over the full
             schedule RNA → ATAC accuracy rose from 0.503 to 0.550 and FOSCTTM fell from 0.277
-            to 0.246 (3 seeds), while macro-F1 fell from 0.311 to 0.279 (docs/methods/scdart.md).
-            ``None`` keeps every mutual pair. Needs the cells × genes values (at most 2,000 genes) dense in memory
-            once.
+            to 0.246 (3 seeds), while macro-F1 fell from 0.311 to 0.279
+            (docs/methods/scdart.md). ``None`` keeps every mutual pair. Needs the cells × genes
+            values (at most 2,000 genes) dense in memory once.
         pair_score_neighbors
             Neighbours per cell of Seurat's shared-neighbour score of each candidate pair
             (``k.score``, 30; :func:`scx._neighbors.anchor_scores`): the pair term weighs
