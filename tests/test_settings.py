@@ -144,29 +144,22 @@ class _RecordMalloc(pl.Callback):
 def test_training_retains_freed_memory_only_while_it_trains(restore_settings, fake_glibc):
     adata = scx.datasets.synthetic_batches(n_cells=200, n_types=3, seed=0)
     record = _RecordMalloc(fake_glibc)
-    scx.tl.portal(
-        adata,
-        batch_key="batch",
-        n_hidden=16,
-        max_steps=3,
-        batch_size=64,
-        trainer_kwargs={**QUIET, "callbacks": [record]},
-    )
-    assert record.seen and all(record.seen)
-    assert not fake_glibc.retaining()
-    # with the setting off, training leaves malloc alone
-    scx.settings.retain_freed_memory = False
-    fake_glibc.calls.clear()
-    record.seen.clear()
-    scx.tl.portal(
-        adata,
-        batch_key="batch",
-        n_hidden=16,
-        max_steps=3,
-        batch_size=64,
-        trainer_kwargs={**QUIET, "callbacks": [record]},
-    )
-    assert record.seen and not any(record.seen) and fake_glibc.calls == []
+    # on: retained at every step and handed back after; off: malloc left alone
+    for retain in (True, False):
+        scx.settings.retain_freed_memory = retain
+        fake_glibc.calls.clear()
+        record.seen.clear()
+        scx.tl.portal(
+            adata,
+            batch_key="batch",
+            n_hidden=16,
+            max_steps=3,
+            batch_size=64,
+            trainer_kwargs={**QUIET, "callbacks": [record]},
+        )
+        assert record.seen and set(record.seen) == {retain}
+        assert not fake_glibc.retaining()
+        assert bool(fake_glibc.calls) == retain
 
 
 class _RecordPrecision(pl.Callback):
