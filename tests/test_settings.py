@@ -133,6 +133,19 @@ def test_retained_heap_runs_on_this_c_library(restore_settings):
         assert libc.mallopt(-4, 65536) == 1
 
 
+def _train_briefly(callback: pl.Callback) -> None:
+    """Three Portal steps on small generated batches, with ``callback`` watching."""
+    adata = scx.datasets.synthetic_batches(n_cells=200, n_types=3, seed=0)
+    scx.tl.portal(
+        adata,
+        batch_key="batch",
+        n_hidden=16,
+        max_steps=3,
+        batch_size=64,
+        trainer_kwargs={**QUIET, "callbacks": [callback]},
+    )
+
+
 class _RecordMalloc(pl.Callback):
     def __init__(self, fake):
         self.fake, self.seen = fake, []
@@ -142,21 +155,13 @@ class _RecordMalloc(pl.Callback):
 
 
 def test_training_retains_freed_memory_only_while_it_trains(restore_settings, fake_glibc):
-    adata = scx.datasets.synthetic_batches(n_cells=200, n_types=3, seed=0)
     record = _RecordMalloc(fake_glibc)
     # on: retained at every step and handed back after; off: malloc left alone
     for retain in (True, False):
         scx.settings.retain_freed_memory = retain
         fake_glibc.calls.clear()
         record.seen.clear()
-        scx.tl.portal(
-            adata,
-            batch_key="batch",
-            n_hidden=16,
-            max_steps=3,
-            batch_size=64,
-            trainer_kwargs={**QUIET, "callbacks": [record]},
-        )
+        _train_briefly(record)
         assert record.seen and set(record.seen) == {retain}
         assert not fake_glibc.retaining()
         assert bool(fake_glibc.calls) == retain
@@ -171,18 +176,10 @@ class _RecordPrecision(pl.Callback):
 
 
 def test_training_uses_matmul_precision_setting_and_restores_it(restore_settings):
-    adata = scx.datasets.synthetic_batches(n_cells=200, n_types=3, seed=0)
     caller_precision = torch.get_float32_matmul_precision()
     scx.settings.matmul_precision = "medium"
     record = _RecordPrecision()
-    scx.tl.portal(
-        adata,
-        batch_key="batch",
-        n_hidden=16,
-        max_steps=3,
-        batch_size=64,
-        trainer_kwargs={**QUIET, "callbacks": [record]},
-    )
+    _train_briefly(record)
     assert record.seen and set(record.seen) == {"medium"}
     assert torch.get_float32_matmul_precision() == caller_precision
 
