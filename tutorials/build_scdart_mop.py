@@ -127,10 +127,11 @@ pd.DataFrame(scores).T""",
 steps, 5 % of the default schedule (~2,000 steps, the reference's): the modalities are only
 partly aligned (FOSCTTM: 0 when every cell's partner is its nearest cross-modal point, 0.5 for
 unrelated embeddings) and the learned gene activity is not yet predictive. On all 10,309 nuclei
-the default schedule took about 15 minutes on two CPU threads (use `accelerator="gpu"` for real
-analyses) and reached FOSCTTM 0.27 and RNA → ATAC accuracy 0.52 (three seeds), against 0.23 /
-0.56 for CCA and 0.18 / 0.59 for scJoint: scDART aligns MOp but stays behind CCA there, and
-its gene activity did not beat the linear prior: see `docs/benchmarks.md`.""",
+the default schedule took about 12 minutes on two CPU threads (use `accelerator="gpu"` for real
+analyses) and reached FOSCTTM 0.25 and RNA → ATAC accuracy 0.55 (three seeds), against 0.23 /
+0.56 for CCA and 0.18 / 0.59 for scJoint: scDART comes close to CCA on MOp but stays behind it,
+and its gene activity did not beat the linear prior: see `docs/benchmarks.md`. (This notebook's
+outputs were computed before Seurat's anchor filter became the default for the candidate pairs.)""",
     ),
     (
         "code",
