@@ -369,6 +369,10 @@ LATE = [
     ("scmodal", {"links": "CD3"}, "links"),
     ("scpairing", {"preprocess": "tfidf"}, "preprocess"),
     ("scpairing", {"preprocess": {"rna": "tfidf"}}, "preprocess"),
+    # the case reads every modality from `use_rep`: a layer or preprocessing would be ignored
+    ("scpairing", {"layer": "counts"}, "layer"),
+    ("scpairing", {"preprocess": "pca"}, "preprocess"),
+    ("scpairing", {"batch_discriminative": True}, "batch_key"),
 ]
 
 

@@ -99,7 +99,8 @@ def test_check_on_planted_latents(caplog):
     # a method that only records: no warning
     quiet = MixingCheck(threshold=None)
     record = mixing_record(quiet, {"X_m": apart}, "m", seed=0, function="scx.tl.m")
-    assert record["mixed"] and record["threshold"] is None
+    # recorded, not judged: neither "mixed" nor "apart"
+    assert record["mixed"] is None and record["threshold"] is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warn_if_apart(quiet, record, "m", function="scx.tl.m")

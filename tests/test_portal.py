@@ -344,17 +344,18 @@ class _RecordWeights(Callback):
 @pytest.mark.parametrize("ema_decay", [0.5, 0.9, None])
 def test_averaged_weights_are_the_moving_average_of_the_iterates(ema_decay):
     """With ``ema_decay`` the encoders/generators end as the EMA of their iterates; the
-    discriminators (and, without it, everything) keep the last step's weights."""
+    discriminators (and, with ``REFERENCE_SETTINGS``, everything) keep the last step's weights."""
     adata = scx.datasets.synthetic_batches(n_cells=300, n_types=3, seed=5)
     record = _RecordWeights()
+    averaging = scx.portal.REFERENCE_SETTINGS if ema_decay is None else {"ema_decay": ema_decay}
     model = scx.tl.portal(
         adata,
         batch_key="batch",
         n_hidden=16,
         max_steps=25,
         batch_size=100,
-        ema_decay=ema_decay,
         trainer_kwargs={**QUIET, "callbacks": [record]},
+        **averaging,
     )
     assert len(record.generators) == 25
     expected = record.generators[0]

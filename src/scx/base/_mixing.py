@@ -61,6 +61,22 @@ class MixingCheck:
     groups: str = "modalities"
 
 
+def mixing_doc(check: MixingCheck) -> str:
+    """The ``check_mixing`` entry of a tool's docstring, for this tool's check."""
+    latent = check.embedding.format(key_added="{key_added}")
+    verdict = (
+        f"and warn when the {check.groups} stay apart (rate below {check.threshold})"
+        if check.threshold is not None
+        else "without ever warning: a correct run of this method keeps the fine structure of "
+        f"the {check.groups} apart, so the rate is for reading, not a verdict"
+    )
+    return (
+        f"check_mixing\n    After training, measure how well the {check.groups} mix in "
+        f"``obsm[f'{latent}']`` (:func:`scx.metrics.cross_modality_neighbor_rate`), store it "
+        f"in ``uns[key_added]['mixing']`` {verdict}. ``False`` skips the check."
+    )
+
+
 def mixing_record(
     check: MixingCheck, obsm: Mapping[str, Any], key_added: str, *, seed: int, function: str
 ) -> dict[str, Any] | None:
@@ -101,7 +117,8 @@ def mixing_record(
         "embedding": key,
         "n_neighbors": MIXING_NEIGHBORS,
         "threshold": check.threshold,
-        "mixed": check.threshold is None or rate >= check.threshold,
+        # None: this latent has no threshold, its rate is recorded, not judged
+        "mixed": None if check.threshold is None else bool(rate >= check.threshold),
     }
     logger.info(
         "%s: cross-modality neighbour rate of `%s`: %.2f (1 ≈ mixed, 0 = apart; %d neighbours).",
@@ -117,7 +134,7 @@ def warn_if_apart(
     check: MixingCheck, record: Mapping[str, Any] | None, key_added: str, *, function: str
 ) -> None:
     """Warn (``UserWarning``) when ``record`` says the modalities stay apart."""
-    if record is None or record["mixed"]:
+    if record is None or record["mixed"] is not False:
         return
     per = ", ".join(f"{m} {r:.2f}" for m, r in record["per_modality"].items())
     warnings.warn(

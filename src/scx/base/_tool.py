@@ -41,7 +41,7 @@ from scx._settings import isolated_state
 from scx._validation import clean_params
 from scx.train import TRAINER_OPTIONS, check_trainer_kwargs, unknown_name_message
 
-from ._mixing import MixingCheck, mixing_record, warn_if_apart
+from ._mixing import MixingCheck, mixing_doc, mixing_record, warn_if_apart
 from ._model import INPUT_STATE_KEY
 
 logger = logging.getLogger(__name__)
@@ -248,9 +248,6 @@ def _write_modality_column(data: MuData, used: list[str], rows: Mapping) -> bool
 
 # ---------------------------------------------------------------------------- signatures/docs
 _COMMON_DOC = {
-    "check_mixing": "check_mixing\n    After training, measure how well the modalities mix in the "
-    "joint latent (:func:`scx.metrics.cross_modality_neighbor_rate`), store it in "
-    "``uns[key_added]['mixing']`` and warn when they stay apart. ``False`` skips the check.",
     "key_added": "key_added\n    Name of the results: ``obsm[f'X_{key_added}']``, "
     "``obs[f'{key_added}_…']`` and ``uns[key_added]``. A second run with the same name "
     "replaces all of them.",
@@ -393,6 +390,8 @@ def method_tool(
     for source in (compute_outputs, model_cls.train, model_cls, model_cls._fit_inputs):
         docs.update(docstring_parameters(source))
     docs.update(_COMMON_DOC)
+    if mixing is not None:
+        docs["check_mixing"] = mixing_doc(mixing)
     spec = _ToolSpec(
         model_cls,
         name,

@@ -446,7 +446,8 @@ class PORTAL(MultiModalModelBase):
         batch_size
             Cells per dataset per step on each device (500).
         steps_per_epoch
-            Steps logged together as one "epoch" of the history (100; at most ``max_steps``).
+            Steps logged together as one "epoch" of the history (100; at most ``max_steps``),
+            on each device.
         lr
             Adam learning rate of both sides (1e-3).
         replacement

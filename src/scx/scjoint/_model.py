@@ -422,7 +422,8 @@ class SCJOINT(MultiModalModelBase):
         batch_size
             Cells per modality per step on each device (256).
         steps_per_epoch
-            Steps per epoch; defaults to the reference's ⌊query cells / batch_size⌋.
+            Steps per epoch, shared among the devices; defaults to the reference's
+            ⌊query cells / batch_size⌋.
         stage3_init
             ``"fresh"`` re-initialises the network for stage 3 (reference), ``"warm"`` continues
             from stage 1.
@@ -590,11 +591,26 @@ class SCJOINT(MultiModalModelBase):
         batch_size: int = 4096,
         normalize: bool = True,
     ) -> np.ndarray | dict[str, np.ndarray]:
-        """Joint embedding of cells (see :meth:`MultiModalModelBase.get_latent_representation`).
+        """Joint embedding of cells.
 
-        For ATAC cells ``adata`` may hold raw peaks when the model was built from peaks: they
-        are turned into gene activity with the stored links. ``normalize`` L2-normalises each
-        cell's embedding, as the reference writes it.
+        Parameters
+        ----------
+        adata
+            New cells of ``modality`` (with the registered features, or the raw features the
+            model's stored preprocessing starts from); ``None`` for the registered cells. ATAC
+            cells may hold raw peaks when the model was built from peaks: they are turned into
+            gene activity with the stored links.
+        modality
+            The modality to embed. ``None`` (with ``adata=None``) embeds every registered
+            modality and returns ``{modality: array}``.
+        batch_size
+            Cells per forward pass.
+        normalize
+            L2-normalise each cell's embedding, as the reference writes it (``True``).
+
+        Returns
+        -------
+        ``(n_cells, n_latent)`` float32 array, or ``{modality: array}``.
         """
         v.boolean(normalize, "normalize")
         z = super().get_latent_representation(adata, modality, batch_size=batch_size)

@@ -422,7 +422,7 @@ class SCMODAL(MultiModalModelBase):
         batch_size
             Cells per modality per step on each device (500).
         steps_per_epoch
-            Steps logged together as one epoch of the history (100).
+            Steps logged together as one epoch of the history (100), on each device.
         lr
             Adam learning rate of both sides (1e-3).
         weight_decay

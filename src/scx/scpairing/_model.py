@@ -156,6 +156,12 @@ class SCPAIRING(MultiModalModelBase):
             v.check_obs_key(
                 data.mod[names[0]], batch_key, argname="batch_key", where=f" of {names[0]!r}"
             )
+        elif settings.get("batch_discriminative"):
+            raise ValueError(
+                "`batch_discriminative=True` trains a batch discriminator and needs "
+                "`batch_key`, the `.obs` column of the batches; pass it, or leave "
+                "`batch_discriminative=False`."
+            )
         plan = _resolve_inputs(data, names, use_rep, preprocess, layer)
         for m, (how, arg) in plan.items():
             adata = data.mod[m]
@@ -400,7 +406,7 @@ class SCPAIRING(MultiModalModelBase):
         first = self.modalities[0]
         n_batches = int(self.sources[first].manager.summary_stats.get("n_batch", 1))
         if batch_discriminative and n_batches < 2:
-            logger.info("One batch only: the batch discriminator is disabled.")
+            logger.warning("One batch only: the batch discriminator is disabled.")
         self.seed = seed
         widths = [self._input_width(m) for m in self.modalities]
         with self._seeded(seed):
@@ -462,7 +468,8 @@ class SCPAIRING(MultiModalModelBase):
         max_steps
             Steps instead of ``max_epochs`` (rounded up to whole epochs).
         batch_size
-            Paired cells per step, ≥ 2 (2,000); a bridge smaller than that is one batch.
+            Paired cells per step on each device, ≥ 2 (2,000); a bridge smaller than that
+            is one batch.
         lr
             Initial learning rate of the main Adam (5e-3).
         lr_decay
@@ -645,6 +652,16 @@ def _resolve_inputs(
                 f"`preprocess` for modality {m!r} must be one of {list(PREPROCESS)}, got {kind!r}."
             )
         plan[m] = (kind, lay)
+    if all(source == "rep" for source, _ in plan.values()):
+        # every modality reads an embedding: a layer or preprocessing would be ignored
+        for argname, values in (("layer", layers), ("preprocess", kinds)):
+            given = {m: value for m, value in values.items() if value is not None}
+            if given:
+                raise ValueError(
+                    f"`{argname}` ({given}) has no effect: `use_rep` gives every modality its "
+                    f"input; pass `{argname}=None`, or `use_rep` only for the modalities that "
+                    "have an embedding."
+                )
     return plan
 
 
