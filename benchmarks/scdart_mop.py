@@ -52,6 +52,11 @@ SCDART_VARIANTS = {
     "unweighted-pairs": ("scDART pair_score_neighbors=None", {"pair_score_neighbors": None}),
     "l1": ("scDART prior_penalty='l1'", {"prior_penalty": "l1"}),
     "anchor-filter": ("scDART pair_filter_neighbors=200", {"pair_filter_neighbors": 200}),
+    "no-filter": (
+        "scDART pair_filter_neighbors=None, sample_partners=False",
+        {"pair_filter_neighbors": None, "sample_partners": False},
+    ),
+    "uniform-batches": ("scDART sample_partners=False", {"sample_partners": False}),
     "reference-scripts": (
         "scDART REFERENCE_SETTINGS, n_latent=4, lambda_mmd=10 (reference SNARE script)",
         {"reference": True, "n_latent": 4, "lambda_mmd": 10.0},

@@ -9,14 +9,16 @@ simulation scripts) and 150 epochs, then :func:`scx.tl.pseudotime` on the raw la
 * ``reference losses``: ``scx.scdart.REFERENCE_SETTINGS`` with ``init_from_prior=True`` (the
   reference's losses; scx's initialisation, without which the reference does not align these
   data at all, see ``docs/methods/scdart.md``);
-* ``anchor filter``: the defaults with Seurat's anchor filter on the candidate pairs
-  (``pair_filter_neighbors=200``).
+* ``no anchor filter``: the defaults without Seurat's anchor filter on the candidate pairs
+  (``pair_filter_neighbors=None``; the default before 2026-12-02);
+* ``uniform batches``: the defaults with uniformly drawn RNA batches (``sample_partners=False``;
+  the default before 2026-12-02, later session).
 
 Scores per run: FOSCTTM of the post-aligned and of the raw latent, Kendall τ of each modality's
 pseudotime with the true time, Pearson r of the paired cells' pseudotimes. Mean ± sd over seeds.
 
 Run: ``python benchmarks/scdart_trajectory.py [--seeds 0 1 2 3 4 5] [--threads 2]
-[--variants defaults "anchor filter"]``.
+[--variants defaults "uniform batches"]``.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from _common import print_table
 
 NETWORKS = {"n_hidden_gene_activity": (256, 128), "n_hidden_encoder": (128, 64)}
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
-VARIANTS = ("defaults", "reference losses", "anchor filter")
+VARIANTS = ("defaults", "reference losses", "no anchor filter", "uniform batches")
 
 
 def run(seed: int, settings: dict) -> dict:
@@ -96,7 +98,8 @@ def main() -> None:
     variants = {
         "defaults": {},
         "reference losses": {**scx.scdart.REFERENCE_SETTINGS, "init_from_prior": True},
-        "anchor filter": {"pair_filter_neighbors": 200},
+        "no anchor filter": {"pair_filter_neighbors": None},
+        "uniform batches": {"sample_partners": False},
     }
     variants = {name: variants[name] for name in args.variants}
     rows = []

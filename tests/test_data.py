@@ -5,7 +5,13 @@ from scipy import sparse
 from scvi import REGISTRY_KEYS
 
 from conftest import make_unpaired
-from scx.data import CyclingBatchSampler, ModalitySource, MultiModalDataModule
+from scx.data import (
+    CyclingBatchSampler,
+    ModalitySource,
+    MultiModalDataModule,
+    PartnerBatchSampler,
+    PartnerSampling,
+)
 from scx.scjoint import SCJOINT
 
 
@@ -115,6 +121,98 @@ def test_datamodule_steps_per_epoch_and_sparse_tensors(registered):
     assert batch["rna"][REGISTRY_KEYS.X_KEY].layout == torch.sparse_csr
     dense = sparse_dm.on_after_batch_transfer(batch, 0)
     assert dense["rna"][REGISTRY_KEYS.X_KEY].layout == torch.strided
+
+
+def _partner_table(n_atac: int, n_rna: int, seed: int = 0):
+    """Half the ATAC rows with 1–3 distinct RNA partners (−1 padding) and positive weights."""
+    rng = np.random.default_rng(seed)
+    partners = np.full((n_atac, 3), -1)
+    weights = np.zeros((n_atac, 3), np.float32)
+    for row in rng.choice(n_atac, n_atac // 2, replace=False):
+        k = rng.integers(1, 4)
+        partners[row, :k] = rng.choice(n_rna, k, replace=False)
+        weights[row, :k] = rng.uniform(0.1, 1.0, k)
+    return partners, weights
+
+
+def test_partner_sampler_puts_a_partner_of_every_paired_cell_into_the_batch():
+    partners, weights = _partner_table(130, 300)
+    atac = CyclingBatchSampler(np.arange(130), 32, 20, seed=1)
+    rna = CyclingBatchSampler(np.arange(300), 64, 20, seed=0)
+    twin = CyclingBatchSampler(np.arange(130), 32, 20, seed=1)
+    sampler = PartnerBatchSampler(rna, twin, partners, weights)
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        atac.set_epoch(epoch)
+        steps = list(zip(atac, sampler, strict=True))
+        assert len(steps) == 20
+        for atac_batch, rna_batch in steps:
+            assert rna_batch.size == 64 and np.isin(rna_batch, np.arange(300)).all()
+            paired = atac_batch[(partners[atac_batch] >= 0).any(1)]
+            # ≤ 32 paired cells, under the cap of half the batch: every one meets a partner
+            for row in paired:
+                assert np.isin(partners[row][partners[row] >= 0], rna_batch).any()
+    # the same stream again for the same epoch; another for another seed
+    sampler.set_epoch(1)
+    again = list(sampler)
+    np.testing.assert_array_equal(np.concatenate(again), np.concatenate([b for _, b in steps]))
+
+
+def test_partner_sampler_draws_partners_in_proportion_to_their_weights_under_a_cap():
+    # every ATAC cell has partners 0 and 1 (weights 3 : 1) among 1,000 RNA cells
+    partners = np.tile([0, 1, -1], (40, 1))
+    weights = np.tile([3.0, 1.0, 0.0], (40, 1))
+    counts = np.zeros(2)
+    sampler = PartnerBatchSampler(
+        CyclingBatchSampler(np.arange(1000), 10, 400, seed=0),
+        CyclingBatchSampler(np.arange(40), 1, 400, seed=1),
+        partners,
+        weights,
+    )
+    for batch in sampler:
+        counts += [0 in batch[:1], 1 in batch[:1]]
+    # the drawn partner leads the batch: partner 0 about 3 times as often as partner 1
+    assert counts.sum() == 400
+    assert 0.70 < counts[0] / 400 < 0.80
+    # a cap of half the batch: 200 paired ATAC cells with distinct partners fill only 50 of 100
+    wide = np.arange(200)[:, None]
+    capped = PartnerBatchSampler(
+        CyclingBatchSampler(np.arange(1000, 2000), 100, 3, seed=0),
+        CyclingBatchSampler(np.arange(200), 200, 3, seed=1),
+        np.where(wide < 200, wide + 1000, -1),
+    )
+    for batch in capped:
+        assert batch.size == 100 and np.isin(batch, np.arange(1000, 1200)).sum() >= 50
+
+
+def test_datamodule_partner_sampling(registered):
+    _, model = registered
+    partners, weights = _partner_table(130, 300, seed=2)
+    pairing = PartnerSampling("rna", "atac", partners, weights)
+    dm = MultiModalDataModule(
+        model.sources, batch_size=32, seed=0, partner_sampling=pairing, train_size=0.9
+    )
+    plain = MultiModalDataModule(model.sources, batch_size=32, seed=0, train_size=0.9)
+    met, met_plain = 0, 0
+    for (batch, *_), (plain_batch, *_) in zip(dm.train_dataloader(), plain.train_dataloader()):
+        ind = {m: t[REGISTRY_KEYS.INDICES_KEY].view(-1).numpy() for m, t in batch.items()}
+        # the ATAC stream is unchanged; RNA cells come from the training split only
+        np.testing.assert_array_equal(
+            ind["atac"], plain_batch["atac"][REGISTRY_KEYS.INDICES_KEY].view(-1).numpy()
+        )
+        assert np.isin(ind["rna"], dm.train_idx["rna"]).all() and ind["rna"].size == 32
+        plain_rna = plain_batch["rna"][REGISTRY_KEYS.INDICES_KEY].view(-1).numpy()
+        for row in ind["atac"]:
+            usable = partners[row][np.isin(partners[row], dm.train_idx["rna"])]
+            if usable.size:
+                met += np.isin(usable, ind["rna"]).any()
+                met_plain += np.isin(usable, plain_rna).any()
+    # uniform batches of 32 of 270 cells meet a partner rarely; partner batches nearly always
+    assert met > 3 * met_plain
+    with pytest.raises(ValueError, match="partner_sampling"):
+        MultiModalDataModule(
+            model.sources, batch_size=32, partner_sampling=PartnerSampling("rna", "x", partners)
+        )
 
 
 def test_sources_of_split_anndata_share_one_manager():

@@ -130,8 +130,7 @@ unrelated embeddings) and the learned gene activity is not yet predictive. On al
 the default schedule took about 12 minutes on two CPU threads (use `accelerator="gpu"` for real
 analyses) and reached FOSCTTM 0.25 and RNA → ATAC accuracy 0.55 (three seeds), against 0.23 /
 0.56 for CCA and 0.18 / 0.59 for scJoint: scDART comes close to CCA on MOp but stays behind it,
-and its gene activity did not beat the linear prior: see `docs/benchmarks.md`. (This notebook's
-outputs were computed before Seurat's anchor filter became the default for the candidate pairs.)""",
+and its gene activity did not beat the linear prior: see `docs/benchmarks.md`.""",
     ),
     (
         "code",

@@ -1,6 +1,12 @@
 """Data layer for unpaired multi-modality training on scvi-tools."""
 
-from ._datamodule import ModalitySource, MultiModalDataModule
-from ._sampler import CyclingBatchSampler
+from ._datamodule import ModalitySource, MultiModalDataModule, PartnerSampling
+from ._sampler import CyclingBatchSampler, PartnerBatchSampler
 
-__all__ = ["CyclingBatchSampler", "ModalitySource", "MultiModalDataModule"]
+__all__ = [
+    "CyclingBatchSampler",
+    "ModalitySource",
+    "MultiModalDataModule",
+    "PartnerBatchSampler",
+    "PartnerSampling",
+]

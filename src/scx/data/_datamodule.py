@@ -13,7 +13,7 @@ from scvi import REGISTRY_KEYS, settings
 from scvi.data import AnnDataManager
 from torch.utils.data import DataLoader, Dataset
 
-from ._sampler import CyclingBatchSampler
+from ._sampler import CyclingBatchSampler, PartnerBatchSampler
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,20 @@ class ModalitySource:
     def n_obs(self) -> int:
         """Number of cells of this modality."""
         return int(self.indices.size)
+
+
+@dataclass
+class PartnerSampling:
+    """Draw candidate partners of ``of``'s training batches into ``modality``'s batches.
+
+    See :class:`~scx.data.PartnerBatchSampler`: ``partners`` (rows of ``of``'s AnnData × k)
+    holds row indices of ``modality``'s AnnData (−1: none), ``weights`` their weights.
+    """
+
+    modality: str
+    of: str
+    partners: np.ndarray
+    weights: np.ndarray | None = None
 
 
 class _IndexedDataset(Dataset):
@@ -128,6 +142,9 @@ class MultiModalDataModule(pl.LightningDataModule):
         one train/validation split and one index stream are shared by all modalities, so row
         ``i`` of every modality's mini-batch is the same cell. Needs equal cell counts and
         batch sizes.
+    partner_sampling
+        Put candidate partners of one modality's training batches into another's
+        (:class:`PartnerSampling`), so that a loss on cross-modality pairs sees them together.
     """
 
     def __init__(
@@ -145,6 +162,7 @@ class MultiModalDataModule(pl.LightningDataModule):
         load_sparse_tensor: bool = False,
         pin_memory: bool = False,
         paired: bool = False,
+        partner_sampling: PartnerSampling | None = None,
     ):
         super().__init__()
         if not sources:
@@ -179,6 +197,14 @@ class MultiModalDataModule(pl.LightningDataModule):
         self.load_sparse_tensor = load_sparse_tensor
         self.pin_memory = pin_memory
         self.paired = bool(paired)
+        self.partner_sampling = partner_sampling
+        if partner_sampling is not None and (
+            paired or {partner_sampling.modality, partner_sampling.of} - set(names)
+        ):
+            raise ValueError(
+                "`partner_sampling` needs two unpaired modalities of `sources`, got "
+                f"{partner_sampling.modality!r} and {partner_sampling.of!r} of {names}."
+            )
         if self.paired:
             sizes = {m: s.n_obs for m, s in sources.items()}
             if len(set(sizes.values())) != 1 or len(set(self.batch_size.values())) != 1:
@@ -237,9 +263,9 @@ class MultiModalDataModule(pl.LightningDataModule):
 
     def _loaders(self, indices: dict[str, np.ndarray], n_batches: int, *, train: bool):
         rank, world_size = self._world()
-        loaders = {}
-        for k, (name, source) in enumerate(self.sources.items()):
-            sampler = CyclingBatchSampler(
+
+        def uniform(k: int, name: str) -> CyclingBatchSampler:
+            return CyclingBatchSampler(
                 indices[name],
                 batch_size=min(self.batch_size[name], indices[name].size),
                 n_batches=n_batches,
@@ -251,9 +277,22 @@ class MultiModalDataModule(pl.LightningDataModule):
                 rank=rank,
                 world_size=world_size,
             )
+
+        names = list(self.sources)
+        samplers = {name: uniform(k, name) for k, name in enumerate(names)}
+        pairing = self.partner_sampling
+        if pairing is not None and train:
+            samplers[pairing.modality] = PartnerBatchSampler(
+                samplers[pairing.modality],
+                uniform(names.index(pairing.of), pairing.of),  # replays the other's batches
+                pairing.partners,
+                pairing.weights,
+            )
+        loaders = {}
+        for name, source in self.sources.items():
             loaders[name] = DataLoader(
                 _IndexedDataset(source, self.load_sparse_tensor),
-                sampler=sampler,
+                sampler=samplers[name],
                 batch_size=None,
                 num_workers=settings.dl_num_workers,
                 persistent_workers=settings.dl_persistent_workers and settings.dl_num_workers > 0,

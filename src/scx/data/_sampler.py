@@ -88,3 +88,73 @@ class CyclingBatchSampler(Sampler[np.ndarray]):
         stream = stream.reshape(self.n_batches, self.world_size, self.batch_size)[:, self.rank]
         for positions in stream:
             yield self.indices[positions]
+
+
+class PartnerBatchSampler(Sampler[np.ndarray]):
+    """One modality's batches that hold candidate partners of another modality's batches.
+
+    A loss on cross-modality pairs (a cell of modality B and its candidate partner in A) can
+    only act on pairs whose two cells share a step. With independent batches of ``b`` cells
+    from ``n``, a pair is together in only ``b / n`` of the steps that draw its B cell, so the
+    term weakens as the data grow. This sampler replays the B sampler's stream (a twin with
+    the same seed, epoch and rank yields the same batches) and, for every B cell of the step
+    with partners, puts one of them, drawn in proportion to its weight, into A's batch; the
+    rest of A's batch is A's own uniform draw. At most ``max_fraction`` of A's batch is given
+    to partners, so A's batches keep following A's own distribution for the other terms.
+
+    Parameters
+    ----------
+    own
+        A's uniform sampler (its indices are the cells a partner may come from).
+    other
+        A twin of B's sampler: the same arguments, so it yields B's batches.
+    partners
+        ``(rows of B's AnnData, k)`` row indices of A's AnnData, −1 for none.
+    weights
+        Partner weights of the same shape (``None``: equal); rows whose weights are all 0
+        draw uniformly among their partners.
+    max_fraction
+        Largest share of A's batch given to partners.
+    """
+
+    def __init__(
+        self,
+        own: CyclingBatchSampler,
+        other: CyclingBatchSampler,
+        partners: np.ndarray,
+        weights: np.ndarray | None = None,
+        *,
+        max_fraction: float = 0.5,
+    ):
+        self.own, self.other = own, other
+        partners = np.asarray(partners, dtype=np.int64)
+        # a partner outside A's sampled cells (e.g. held out for validation) is no partner
+        usable = (partners >= 0) & np.isin(partners, own.indices)
+        self.partners = np.where(usable, partners, -1)
+        w = np.ones(partners.shape) if weights is None else np.asarray(weights, np.float64)
+        w = np.where(usable, np.clip(w, 0.0, None), 0.0)
+        # all-zero rows with partners: equal weights among them
+        w[(w.sum(1) == 0)[:, None] & usable] = 1.0
+        self.log_weights = np.log(w, out=np.full(w.shape, -np.inf), where=w > 0)
+        self.max_partners = int(max_fraction * own.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch's stream of both samplers."""
+        self.own.set_epoch(epoch)
+        self.other.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.own)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        rng = np.random.default_rng([self.own.seed, self.own.epoch, self.own.rank, 1])
+        size = self.own.batch_size
+        for own_batch, other_batch in zip(self.own, self.other, strict=True):
+            log_w = self.log_weights[other_batch]
+            has = np.isfinite(log_w).any(1)
+            # one partner per B cell, drawn ∝ weight (Gumbel-max over its row)
+            pick = np.argmax(log_w[has] + rng.gumbel(size=(int(has.sum()), log_w.shape[1])), 1)
+            chosen = self.partners[other_batch[has], pick]
+            chosen = rng.permutation(np.unique(chosen))[: self.max_partners]
+            rest = own_batch[~np.isin(own_batch, chosen)][: size - chosen.size]
+            yield np.concatenate([chosen, rest])

@@ -18,7 +18,7 @@ from scipy import sparse
 from scx import _validation as v
 from scx._neighbors import anchor_scores, knn, mutual_neighbors
 from scx.base import MultiModalModelBase, to_tensor, train_docs
-from scx.data import ModalitySource, MultiModalDataModule
+from scx.data import ModalitySource, MultiModalDataModule, PartnerSampling
 from scx.pp import cca_embeddings, log_normalize
 from scx.train import LossTrainingPlan
 
@@ -191,6 +191,7 @@ class SCDART(MultiModalModelBase):
         "pair_components": v.positive_int(),
         "pair_filter_neighbors": v.optional(v.positive_int()),
         "pair_score_neighbors": v.optional(v.positive_int()),
+        "sample_partners": v.boolean,
     }
 
     # ------------------------------------------------------------------ inputs
@@ -432,6 +433,7 @@ class SCDART(MultiModalModelBase):
         pair_components: int = 30,
         pair_filter_neighbors: int | None = 200,
         pair_score_neighbors: int | None = 30,
+        sample_partners: bool = True,
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
         seed: int | None = None,
@@ -448,13 +450,15 @@ class SCDART(MultiModalModelBase):
             neither, the reference's ~2,000 steps (500 epochs of four mini-batches of a quarter
             of the cells).
         batch_size
-            Cells per modality per step (an int or ``{modality: int}``), honoured as given;
+            Cells per modality per step on each device (an int or ``{modality: int}``),
+            honoured as given;
             default: a quarter of the smaller modality, at most 1,024. Every step draws a full
             batch of both modalities; the smaller modality cycles.
         lr
             Adam learning rate (3e-4).
         steps_per_epoch
-            Steps per epoch; by default the larger modality is covered once per epoch.
+            Steps per epoch, shared among the devices; by default the devices together cover
+            the larger modality once per epoch.
         ts
             Diffusion times of the diffusion geometry (30, 50, 70).
         diffusion_neighbors
@@ -489,6 +493,13 @@ class SCDART(MultiModalModelBase):
             (``k.score``, 30; :func:`scx._neighbors.anchor_scores`): the pair term weighs
             each pair by its score, so pairs that bridge two populations count little.
             ``None`` weighs all pairs equally.
+        sample_partners
+            Draw, for every ATAC cell of a step that has candidate partners, one of them (in
+            proportion to its score) into the step's RNA batch, taking at most half of it
+            (:class:`scx.data.PartnerBatchSampler`). The pair term acts only on pairs whose
+            two cells share a step; with independent batches of ``b`` of ``n`` cells a pair
+            meets in ``b / n`` of its ATAC cell's steps (10 % on MOp, less on larger data), so
+            the term would weaken as the data grow. ``False`` draws the RNA batches uniformly.
         """
         settings = self._settings(locals())
         seed = self.seed if seed is None else seed
@@ -497,7 +508,7 @@ class SCDART(MultiModalModelBase):
         diffusion = self._diffusion_geometry(
             list(ts), diffusion_neighbors, n_diffusion_components, diffusion_n_pcs, seed
         )
-        sources = {}
+        sources, partner_sampling = {}, None
         for m, source in self.sources.items():
             extras = {DIFFUSION_KEY: diffusion[m]}
             if self.anchors_ is not None:
@@ -513,6 +524,10 @@ class SCDART(MultiModalModelBase):
                 extras[PARTNERS_KEY] = pairs.partners
                 if pairs.weights is not None:
                     extras[PARTNER_WEIGHTS_KEY] = pairs.weights
+                if sample_partners:
+                    partner_sampling = PartnerSampling(
+                        self.rna, self.atac, pairs.partners, pairs.weights
+                    )
             sources[m] = ModalitySource(source.manager, source.indices, extras=extras)
         datamodule = self._make_datamodule(
             batch_size,
@@ -520,6 +535,7 @@ class SCDART(MultiModalModelBase):
             sources=sources,
             datamodule_cls=_SparseBatchDataModule,
             steps_per_epoch=steps_per_epoch,
+            partner_sampling=partner_sampling,
             load_sparse_tensor=True,
         )
         plan = self._training_plan_cls(self.module, lr=lr)
