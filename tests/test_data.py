@@ -152,7 +152,7 @@ def test_partner_sampler_puts_a_partner_of_every_paired_cell_into_the_batch():
             # ≤ 32 paired cells, under the cap of half the batch: every one meets a partner
             for row in paired:
                 assert np.isin(partners[row][partners[row] >= 0], rna_batch).any()
-    # the same stream again for the same epoch; another for another seed
+    # the same stream again for the same epoch
     sampler.set_epoch(1)
     again = list(sampler)
     np.testing.assert_array_equal(np.concatenate(again), np.concatenate([b for _, b in steps]))
@@ -175,14 +175,15 @@ def test_partner_sampler_draws_partners_in_proportion_to_their_weights_under_a_c
     assert counts.sum() == 400
     assert 0.70 < counts[0] / 400 < 0.80
     # a cap of half the batch: 200 paired ATAC cells with distinct partners fill only 50 of 100
-    wide = np.arange(200)[:, None]
     capped = PartnerBatchSampler(
         CyclingBatchSampler(np.arange(1000, 2000), 100, 3, seed=0),
         CyclingBatchSampler(np.arange(200), 200, 3, seed=1),
-        np.where(wide < 200, wide + 1000, -1),
+        np.arange(1000, 1200)[:, None],
     )
     for batch in capped:
-        assert batch.size == 100 and np.isin(batch, np.arange(1000, 1200)).sum() >= 50
+        # 50 partners, and the uniform half holds ~8 more of them by chance (not 50)
+        n_partners = np.isin(batch, np.arange(1000, 1200)).sum()
+        assert batch.size == 100 and 50 <= n_partners <= 75
 
 
 def test_datamodule_partner_sampling(registered):
