@@ -210,10 +210,13 @@ def test_datamodule_partner_sampling(registered):
                 met_plain += np.isin(usable, plain_rna).any()
     # uniform batches of 32 of 270 cells meet a partner rarely; partner batches nearly always
     assert met > 3 * met_plain
-    with pytest.raises(ValueError, match="partner_sampling"):
-        MultiModalDataModule(
-            model.sources, batch_size=32, partner_sampling=PartnerSampling("rna", "x", partners)
-        )
+    for modality, of in (("rna", "x"), ("rna", "rna")):
+        with pytest.raises(ValueError, match="partner_sampling"):
+            MultiModalDataModule(
+                model.sources,
+                batch_size=32,
+                partner_sampling=PartnerSampling(modality, of, partners),
+            )
 
 
 def test_sources_of_split_anndata_share_one_manager():

@@ -198,13 +198,15 @@ class MultiModalDataModule(pl.LightningDataModule):
         self.pin_memory = pin_memory
         self.paired = bool(paired)
         self.partner_sampling = partner_sampling
-        if partner_sampling is not None and (
-            paired or {partner_sampling.modality, partner_sampling.of} - set(names)
-        ):
-            raise ValueError(
-                "`partner_sampling` needs two unpaired modalities of `sources`, got "
-                f"{partner_sampling.modality!r} and {partner_sampling.of!r} of {names}."
-            )
+        if partner_sampling is not None:
+            pair = {partner_sampling.modality, partner_sampling.of}
+            if paired or len(pair) != 2 or pair - set(names):
+                raise ValueError(
+                    "`partner_sampling` needs two different, unpaired modalities of `sources`, "
+                    f"got {partner_sampling.modality!r} and {partner_sampling.of!r} of {names}"
+                    f"{' (paired=True)' if paired else ''}; pass two of {names} with "
+                    "`paired=False`, or `partner_sampling=None`."
+                )
         if self.paired:
             sizes = {m: s.n_obs for m, s in sources.items()}
             if len(set(sizes.values())) != 1 or len(set(self.batch_size.values())) != 1:
