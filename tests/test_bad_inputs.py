@@ -324,6 +324,8 @@ LATE = [
     ("scmodal", {"batch_size": 10_000}, "batch_size"),
     ("scdart", {"batch_size": 10_000}, "batch_size"),
     ("portal", {"batch_size": 10_000}, "batch_size"),
+    ("scpairing", {"batch_size": 10_000}, "batch_size"),
+    ("portal", {"batch_size": 1}, "batch_size"),
     ("scjoint", {"max_epochs": 0}, "max_epochs"),
     ("portal", {"max_steps": 0, "max_epochs": None}, "max_steps"),
     ("scmodal", {"max_steps": 0}, "max_steps"),

@@ -7,6 +7,7 @@ model loads onto the user's data (left unchanged) and gives the same embedding; 
 the outputs of the previous run.
 """
 
+import logging
 import os
 import random
 from dataclasses import dataclass
@@ -313,3 +314,42 @@ def test_bf16_mixed_precision_trains(name):
     for embedding in embeddings(data, case.obsm).values():
         finite = embedding[~np.isnan(embedding).all(axis=1)]
         assert finite.size and np.isfinite(finite).all()
+
+
+#: Each method's default batch size: every case's data has a modality smaller than it.
+DEFAULT_BATCH_SIZES = {
+    "scjoint": scx.scjoint._model.DEFAULT_BATCH_SIZE,
+    "portal": scx.portal._model.DEFAULT_BATCH_SIZE,
+    "scmodal": scx.scmodal._model.DEFAULT_BATCH_SIZE,
+    "scpairing": scx.scpairing._model.DEFAULT_BATCH_SIZE,
+}
+
+
+@pytest.mark.parametrize("name", list(DEFAULT_BATCH_SIZES))
+def test_default_batch_size_is_lowered_to_small_data(name, caplog):
+    """Without ``batch_size`` a modality smaller than the default batch trains in one batch.
+
+    The same policy for every method: the default is lowered to the smallest modality (and
+    logged), the value used is what ``params`` records; a ``batch_size`` the user passes is
+    honoured or rejected (``test_bad_inputs``), never changed.
+    """
+    caplog.set_level(logging.INFO, logger="scx")
+    case = CASES[name]()
+    kwargs = {k: v for k, v in case.kwargs.items() if k != "batch_size"}
+    model = case.tool(case.data, trainer_kwargs=QUIET, **kwargs)
+    smallest = min(s.n_obs for s in model.sources.values())
+    assert smallest < DEFAULT_BATCH_SIZES[name]
+    assert model.recorded_params()["batch_size"] == smallest
+    assert case.data.uns[name]["params"]["batch_size"] == smallest
+    assert any(
+        f"default batch size of {DEFAULT_BATCH_SIZES[name]}" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+def test_scdart_default_batch_size_is_a_quarter_of_the_smaller_modality():
+    case = CASES["scdart"]()
+    kwargs = {k: v for k, v in case.kwargs.items() if k != "batch_size"}
+    model = case.tool(case.data, trainer_kwargs=QUIET, **kwargs)
+    smallest = min(s.n_obs for s in model.sources.values())
+    assert model.recorded_params()["batch_size"] == smallest // 4

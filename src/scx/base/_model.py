@@ -85,7 +85,7 @@ COMMON_SETTING_CHECKS: dict[str, Callable] = {
     "n_latent": v.positive_int(),
     "max_epochs": v.optional(v.positive_int()),
     "max_steps": v.optional(v.positive_int()),
-    "batch_size": v.positive_int(minimum=2),
+    "batch_size": v.optional(v.positive_int(minimum=2)),
     "steps_per_epoch": v.optional(v.positive_int()),
     "lr": v.positive,
     "weight_decay": v.weight,
@@ -492,6 +492,34 @@ class MultiModalModelBase(BaseModelClass):
             init.pop(name, None)
         args = dict((self.input_state_ or {}).get("args", {}))
         return {**args, **init, **self.train_params_}
+
+    def _resolve_batch_size(
+        self, batch_size: int | dict[str, int] | None, default: int, *, train_size: float = 1.0
+    ) -> int | dict[str, int]:
+        """The batch size a training uses: one policy for every method.
+
+        A ``batch_size`` the user passes is honoured as given and must fit every modality's
+        training cells (an error says what fits). ``None`` takes the method's ``default``,
+        lowered to the smallest modality's training cells when that is smaller, so that the
+        defaults run on small data as they do on large.
+        """
+        sizes = {m: s.n_obs for m, s in self.sources.items()}
+        if batch_size is not None:
+            v.check_batch_size_fits(batch_size, sizes, train_size=train_size)
+            return batch_size
+        # the data module's split: ceil(train_size · n) training cells per modality
+        smallest = min(int(np.ceil(train_size * n)) for n in sizes.values())
+        if smallest >= default:
+            return default
+        resolved = max(2, smallest)
+        logger.info(
+            "The smallest modality has %d training cells, fewer than the default batch size "
+            "of %d; training on batches of %d cells (pass `batch_size` to choose).",
+            smallest,
+            default,
+            resolved,
+        )
+        return resolved
 
     def _make_datamodule(
         self,

@@ -30,6 +30,8 @@ DATASET_KEY = "_scx_dataset"
 LONG_SCHEDULE_CELLS = 20_000
 #: The reference's λ_cos candidates of ``search_lambda_cos=True`` (15, 20, …, 50).
 LAMBDA_COS_GRID = tuple(float(w) for w in range(15, 55, 5))
+#: Cells per dataset per step (the reference's), lowered for a smaller dataset.
+DEFAULT_BATCH_SIZE = 500
 
 
 def domain_order(names: Sequence[str], reference: Any, order: Any) -> list[str]:
@@ -155,7 +157,6 @@ class PORTAL(MultiModalModelBase):
         "lambda_gan": v.weight,
         "boundary": v.positive,
         "warmup_steps": v.positive_int(minimum=0),
-        "batch_size": v.positive_int(),
         "steps_per_epoch": v.positive_int(),
     }
     # one layer / one embedding / one batch column for all datasets (no per-dataset dict)
@@ -422,7 +423,7 @@ class PORTAL(MultiModalModelBase):
         max_epochs: int | None = None,
         max_steps: int | None = None,
         *,
-        batch_size: int = 500,
+        batch_size: int | None = None,
         steps_per_epoch: int = 100,
         lr: float = 1e-3,
         replacement: bool = True,
@@ -444,7 +445,8 @@ class PORTAL(MultiModalModelBase):
             1,000 when the datasets have fewer than 20,000 cells together. A length that is not
             a multiple of ``steps_per_epoch`` is rounded up to whole blocks.
         batch_size
-            Cells per dataset per step on each device (500).
+            Cells per dataset per step on each device; default 500 (the reference's), or the
+            smallest dataset's cells when it has fewer.
         steps_per_epoch
             Steps logged together as one "epoch" of the history (100; at most ``max_steps``),
             on each device.
@@ -477,7 +479,7 @@ class PORTAL(MultiModalModelBase):
         """
         settings = self._settings(locals())
         seed = self.seed if seed is None else seed
-        v.check_batch_size_fits(batch_size, {m: s.n_obs for m, s in self.sources.items()})
+        batch_size = self._resolve_batch_size(batch_size, DEFAULT_BATCH_SIZE)
         n_cells = sum(s.n_obs for s in self.sources.values())
         default = ("steps", 1000 if n_cells < LONG_SCHEDULE_CELLS else 2000)
         if max_steps is not None:
@@ -550,6 +552,7 @@ class PORTAL(MultiModalModelBase):
             settings,
             max_epochs=epochs,
             max_steps=steps,
+            batch_size=batch_size,
             steps_per_epoch=steps_per_epoch,
             search_lambda_cos=candidates,
             seed=seed,

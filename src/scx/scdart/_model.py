@@ -503,8 +503,7 @@ class SCDART(MultiModalModelBase):
         """
         settings = self._settings(locals())
         seed = self.seed if seed is None else seed
-        batch_size = self.default_batch_size() if batch_size is None else batch_size
-        v.check_batch_size_fits(batch_size, {m: s.n_obs for m, s in self.sources.items()})
+        batch_size = self._resolve_batch_size(batch_size, self.default_batch_size())
         diffusion = self._diffusion_geometry(
             list(ts), diffusion_neighbors, n_diffusion_components, diffusion_n_pcs, seed
         )

@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 MIN_SHARED_GENES_WARNING = 200
 #: Column of the view's reference ``obs`` holding the labels.
 LABEL_COLUMN = "label"
+#: Cells per modality per step (the reference's), lowered for a smaller modality.
+DEFAULT_BATCH_SIZE = 256
 
 
 class SCJOINT(MultiModalModelBase):
@@ -391,7 +393,7 @@ class SCJOINT(MultiModalModelBase):
         lr: float = 0.01,
         lr_stage3: float | None = None,
         lr_decay_epochs: int = 20,
-        batch_size: int = 256,
+        batch_size: int | None = None,
         steps_per_epoch: int | None = None,
         stage3_init: Literal["fresh", "warm"] = "fresh",
         pseudo_label_min_confidence: float = 0.5,
@@ -420,7 +422,8 @@ class SCJOINT(MultiModalModelBase):
         lr_decay_epochs
             Step decay of the learning rate by 0.1 every this many epochs.
         batch_size
-            Cells per modality per step on each device (256).
+            Cells per modality per step on each device; default 256, or the smallest
+            modality's training cells when it has fewer.
         steps_per_epoch
             Steps per epoch, shared among the devices; defaults to the reference's
             ⌊query cells / batch_size⌋.
@@ -439,6 +442,7 @@ class SCJOINT(MultiModalModelBase):
         """
         settings = self._settings(locals())
         seed = self.seed if seed is None else seed
+        batch_size = self._resolve_batch_size(batch_size, DEFAULT_BATCH_SIZE, train_size=train_size)
         if steps_per_epoch is None:
             n_query = sum(self.sources[m].n_obs for m in self.queries)
             steps_per_epoch = max(1, n_query // batch_size)
@@ -496,6 +500,7 @@ class SCJOINT(MultiModalModelBase):
             max_steps=steps,
             stage3_epochs=stage3_epochs,
             lr_stage3=lr_stage3,
+            batch_size=batch_size,
             steps_per_epoch=steps_per_epoch,
             seed=seed,
         )

@@ -29,6 +29,8 @@ ImputeStrategy = Literal["neighbors", "generator"]
 #: Target cells averaged per cell by ``get_imputed(strategy="neighbors")`` (as many as vote in
 #: scx's kNN label transfer).
 IMPUTE_NEIGHBORS = 30
+#: Cells per modality per step (the reference's), lowered for a smaller modality.
+DEFAULT_BATCH_SIZE = 500
 
 
 def column_stats(X, chunk_size: int = 8192) -> tuple[np.ndarray, np.ndarray]:
@@ -395,7 +397,7 @@ class SCMODAL(MultiModalModelBase):
         max_epochs: int | None = None,
         max_steps: int | None = None,
         *,
-        batch_size: int = 500,
+        batch_size: int | None = None,
         steps_per_epoch: int = 100,
         lr: float = 1e-3,
         weight_decay: float = 1e-3,
@@ -420,7 +422,8 @@ class SCMODAL(MultiModalModelBase):
             Training length in steps instead of ``max_epochs`` (rounded up to whole blocks);
             with neither, the reference's 10,000 steps.
         batch_size
-            Cells per modality per step on each device (500).
+            Cells per modality per step on each device; default 500 (the reference's), or the
+            smallest modality's training cells when it has fewer.
         steps_per_epoch
             Steps logged together as one epoch of the history (100), on each device.
         lr
@@ -447,6 +450,7 @@ class SCMODAL(MultiModalModelBase):
         """
         settings = self._settings(locals())
         seed = self.seed if seed is None else seed
+        batch_size = self._resolve_batch_size(batch_size, DEFAULT_BATCH_SIZE, train_size=train_size)
         plan = self._training_plan_cls(
             self.module,
             lr=lr,
@@ -475,7 +479,9 @@ class SCMODAL(MultiModalModelBase):
             devices=devices,
             trainer_kwargs=trainer_kwargs,
         )
-        self._record_train(settings, max_epochs=epochs, max_steps=steps, seed=seed)
+        self._record_train(
+            settings, max_epochs=epochs, max_steps=steps, batch_size=batch_size, seed=seed
+        )
 
     # ------------------------------------------------------------------ inference
     def _input_matrix(self, modality: str, adata: AnnData | None):

@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 Preprocess = Literal["pca", "lsi", "none"]
 PREPROCESS = ("pca", "lsi", "none")
+#: Paired cells per step (the reference's), lowered for a smaller bridge.
+DEFAULT_BATCH_SIZE = 2000
 
 
 def _dropout(value: Any, argname: str) -> None:
@@ -152,6 +154,11 @@ class SCPAIRING(MultiModalModelBase):
                 "cells within a mini-batch and needs at least 2."
             )
         _check_training_cells(data.mod[names[0]].n_obs, settings["train_size"])
+        v.check_batch_size_fits(
+            settings["batch_size"],
+            {m: data.mod[m].n_obs for m in names},
+            train_size=settings["train_size"],
+        )
         if batch_key is not None:
             v.check_obs_key(
                 data.mod[names[0]], batch_key, argname="batch_key", where=f" of {names[0]!r}"
@@ -446,7 +453,7 @@ class SCPAIRING(MultiModalModelBase):
         max_epochs: int | None = None,
         max_steps: int | None = None,
         *,
-        batch_size: int = 2000,
+        batch_size: int | None = None,
         lr: float = 5e-3,
         lr_decay: float = 6e-5,
         lr_discriminator: float = 1e-3,
@@ -468,8 +475,8 @@ class SCPAIRING(MultiModalModelBase):
         max_steps
             Steps instead of ``max_epochs`` (rounded up to whole epochs).
         batch_size
-            Paired cells per step on each device, ≥ 2 (2,000); a bridge smaller than that
-            is one batch.
+            Paired cells per step on each device, ≥ 2; default 2,000, or the bridge's training
+            cells when it has fewer (one batch per epoch).
         lr
             Initial learning rate of the main Adam (5e-3).
         lr_decay
@@ -486,8 +493,8 @@ class SCPAIRING(MultiModalModelBase):
         """
         settings = self._settings(locals())
         seed = self.seed if seed is None else seed
-        n_train = _check_training_cells(self.sources[self.modalities[0]].n_obs, train_size)
-        batch_size = min(batch_size, n_train)
+        _check_training_cells(self.sources[self.modalities[0]].n_obs, train_size)
+        batch_size = self._resolve_batch_size(batch_size, DEFAULT_BATCH_SIZE, train_size=train_size)
         datamodule = self._make_datamodule(
             batch_size,
             seed=seed,
