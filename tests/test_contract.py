@@ -353,3 +353,17 @@ def test_scdart_default_batch_size_is_a_quarter_of_the_smaller_modality():
     model = case.tool(case.data, trainer_kwargs=QUIET, **kwargs)
     smallest = min(s.n_obs for s in model.sources.values())
     assert model.recorded_params()["batch_size"] == smallest // 4
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_validation_split_gives_validation_losses(name):
+    """``train_size`` holds cells out of training in every method; their losses reach
+    ``history`` and every cell is still embedded."""
+    case = CASES[name]()
+    model = case.tool(case.data, train_size=0.8, seed=1, trainer_kwargs=QUIET, **case.kwargs)
+    assert "loss_validation" in model.history and "loss_train" in model.history
+    validation = model.history["loss_validation"].to_numpy(dtype=float)
+    assert validation.size >= 1 and np.isfinite(validation).all()
+    assert case.data.uns[name]["params"]["train_size"] == 0.8
+    for value in embeddings(case.data, case.obsm).values():
+        assert np.isfinite(value).all()

@@ -218,7 +218,9 @@ class PORTAL(MultiModalModelBase):
                 v.check_counts(X, argname=f"{where} (layer={layer!r})")
             _check_genes(datasets, genes)
         v.check_batch_size_fits(
-            settings["batch_size"], {name: a.n_obs for name, a in datasets.items()}
+            settings["batch_size"],
+            {name: a.n_obs for name, a in datasets.items()},
+            train_size=settings["train_size"],
         )
 
     @classmethod
@@ -429,6 +431,8 @@ class PORTAL(MultiModalModelBase):
         replacement: bool = True,
         ema_decay: float | None = 0.99,
         search_lambda_cos: bool | Sequence[float] = False,
+        train_size: float = 1.0,
+        validation_size: float | None = None,
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
         seed: int | None = None,
@@ -476,10 +480,13 @@ class PORTAL(MultiModalModelBase):
             in ``model.lambda_cos_search_`` and, from :func:`scx.tl.portal`, in
             ``uns[key_added]["lambda_cos_search"]``. ``False`` (default): train once with
             ``lambda_cos``.
+        train_size, validation_size
+            Split of each dataset's cells into training and validation (validation losses
+            appear in ``history``). The latent and the boundary scores cover every cell.
         """
         settings = self._settings(locals())
         seed = self.seed if seed is None else seed
-        batch_size = self._resolve_batch_size(batch_size, DEFAULT_BATCH_SIZE)
+        batch_size = self._resolve_batch_size(batch_size, DEFAULT_BATCH_SIZE, train_size=train_size)
         n_cells = sum(s.n_obs for s in self.sources.values())
         default = ("steps", 1000 if n_cells < LONG_SCHEDULE_CELLS else 2000)
         if max_steps is not None:
@@ -509,6 +516,8 @@ class PORTAL(MultiModalModelBase):
                     steps_per_epoch=steps_per_epoch,
                     steps_per_device=True,
                     replacement=replacement,
+                    train_size=train_size,
+                    validation_size=validation_size,
                 )
                 return self._fit(
                     plan,

@@ -247,7 +247,11 @@ class SCDART(MultiModalModelBase):
         if prior is not None:  # cheap to resolve; an annotation is resolved when fitting
             resolve_prior(prior, None, adatas[rna], adatas[atac], rna_name=rna, atac_name=atac)
         _anchor_masks(settings.get("anchors"), adatas)
-        v.check_batch_size_fits(settings["batch_size"], {m: a.n_obs for m, a in adatas.items()})
+        v.check_batch_size_fits(
+            settings["batch_size"],
+            {m: a.n_obs for m, a in adatas.items()},
+            train_size=settings["train_size"],
+        )
 
     @classmethod
     def _fit_inputs(
@@ -434,6 +438,8 @@ class SCDART(MultiModalModelBase):
         pair_filter_neighbors: int | None = 200,
         pair_score_neighbors: int | None = 30,
         sample_partners: bool = True,
+        train_size: float = 1.0,
+        validation_size: float | None = None,
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
         seed: int | None = None,
@@ -500,10 +506,16 @@ class SCDART(MultiModalModelBase):
             two cells share a step; with independent batches of ``b`` of ``n`` cells a pair
             meets in ``b / n`` of its ATAC cell's steps (10 % on MOp, less on larger data), so
             the term would weaken as the data grow. ``False`` draws the RNA batches uniformly.
+        train_size, validation_size
+            Split of each modality's cells into training and validation (validation losses
+            appear in ``history``). The diffusion geometry and the candidate pairs are computed
+            on every cell; partners outside the training cells are not drawn.
         """
         settings = self._settings(locals())
         seed = self.seed if seed is None else seed
-        batch_size = self._resolve_batch_size(batch_size, self.default_batch_size())
+        batch_size = self._resolve_batch_size(
+            batch_size, self.default_batch_size(), train_size=train_size
+        )
         diffusion = self._diffusion_geometry(
             list(ts), diffusion_neighbors, n_diffusion_components, diffusion_n_pcs, seed
         )
@@ -536,6 +548,8 @@ class SCDART(MultiModalModelBase):
             steps_per_epoch=steps_per_epoch,
             partner_sampling=partner_sampling,
             load_sparse_tensor=True,
+            train_size=train_size,
+            validation_size=validation_size,
         )
         plan = self._training_plan_cls(self.module, lr=lr)
         with warnings.catch_warnings():
