@@ -19,7 +19,9 @@ Gene activity comes from ``scx.pp.gene_activity`` (gene body + 2 kb upstream, mm
 
 Run: ``python benchmarks/mop_scjoint.py`` (split 0: configurations and seeds, about 15 minutes
 on 2 CPU cores) or ``python benchmarks/mop_scjoint.py --splits 0 1 2 3 4`` (every method on
-five random splits, mean ± sd and the paired scJoint − CCA difference).
+five random splits, mean ± sd and the paired scJoint − CCA difference). With ``--splits``,
+``--cell-types L2/3 L4/5 L6 --labels cell_type_fine`` keeps only the excitatory neurons and
+transfers their 12 fine types (a second pairing from the same data).
 """
 
 from __future__ import annotations
@@ -149,6 +151,18 @@ def main() -> None:
         "CCA and the ATAC-only ceiling on each, then mean ± sd over splits (no ablations)",
     )
     parser.add_argument("--skip-scanvi", action="store_true")
+    parser.add_argument(
+        "--cell-types",
+        nargs="+",
+        default=None,
+        help="keep only the nuclei of these cell_type values, e.g. the excitatory neurons "
+        "L2/3 L4/5 L6 (with --splits)",
+    )
+    parser.add_argument(
+        "--labels",
+        default="cell_type",
+        help="the labels transferred and scored, e.g. cell_type_fine (with --splits)",
+    )
     args = parser.parse_args()
     _quiet()
     import mudata
@@ -157,8 +171,11 @@ def main() -> None:
     mdata = mudata.read_h5mu(data / "mop_snareseq2" / "mop_snareseq2.h5mu")
     annotation = str(data / ANNOTATION)
     if args.splits is not None:
-        over_splits(mdata, annotation, args.splits)
+        mdata, description = select_nuclei(mdata, args.cell_types, args.labels)
+        over_splits(mdata, annotation, args.splits, description)
         return
+    if args.cell_types is not None or args.labels != "cell_type":
+        parser.error("--cell-types and --labels apply to --splits only")
     ablations(mdata, annotation, args)
 
 
@@ -173,7 +190,30 @@ def _scores(truth, result, reference_labels) -> dict:
     }
 
 
-def over_splits(mdata, annotation: str, splits: list[int]) -> None:
+def select_nuclei(mdata, cell_types: list[str] | None, labels: str):
+    """The nuclei of ``cell_types`` (all: ``None``), with ``labels`` as their ``cell_type``."""
+    import mudata
+
+    obs = mdata["rna"].obs
+    if labels not in obs:
+        raise SystemExit(f"--labels {labels!r} is not a column of the RNA obs: {list(obs)}")
+    keep = np.ones(mdata.n_obs, dtype=bool)
+    description = "all nuclei"
+    if cell_types is not None:
+        unknown = set(cell_types) - set(obs["cell_type"].astype(str))
+        if unknown:
+            raise SystemExit(f"--cell-types {sorted(unknown)} are not cell_type values")
+        keep = obs["cell_type"].isin(cell_types).to_numpy()
+        description = f"cell types {', '.join(cell_types)}"
+    modalities = {}
+    for m in ("rna", "atac"):
+        adata = mdata[m][keep].copy()
+        adata.obs["cell_type"] = adata.obs[labels].astype(str).to_numpy()
+        modalities[m] = adata
+    return mudata.MuData(modalities), f"{description}; labels {labels}"
+
+
+def over_splits(mdata, annotation: str, splits: list[int], description: str = "all nuclei") -> None:
     """Every method on each random split; mean ± sd over splits (the honest comparison)."""
     from scx.scjoint import REFERENCE_SETTINGS
 
@@ -213,7 +253,10 @@ def over_splits(mdata, annotation: str, splits: list[int]) -> None:
             )
     frame = pd.DataFrame(rows)
     summary = frame.drop(columns="split").groupby("method", sort=False).agg(["mean", "std"])
-    print_table(summary, f"RNA → ATAC label transfer on MOp over {len(splits)} random splits")
+    print_table(
+        summary,
+        f"RNA → ATAC label transfer on MOp ({description}) over {len(splits)} random splits",
+    )
     wins = frame.pivot(index="split", columns="method", values=["accuracy", "macro_f1"])
     for metric in ("accuracy", "macro_f1"):
         diff = wins[metric]["scJoint scx defaults"] - wins[metric]["CCA (30 comps) + kNN(30)"]
