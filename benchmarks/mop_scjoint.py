@@ -21,12 +21,15 @@ Run: ``python benchmarks/mop_scjoint.py`` (split 0: configurations and seeds, ab
 on 2 CPU cores) or ``python benchmarks/mop_scjoint.py --splits 0 1 2 3 4`` (every method on
 five random splits, mean ± sd and the paired scJoint − CCA difference). With ``--splits``,
 ``--cell-types L2/3 L4/5 L6 --labels cell_type_fine`` keeps only the excitatory neurons and
-transfers their 12 fine types (a second pairing from the same data).
+transfers their 12 fine types (a second pairing from the same data), and
+``--scjoint-variants p=1.0 center_weight=0`` adds one scJoint row per setting (scx defaults
+otherwise; values are JSON), each paired with the defaults over the splits.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import warnings
 
@@ -163,7 +166,23 @@ def main() -> None:
         default="cell_type",
         help="the labels transferred and scored, e.g. cell_type_fine (with --splits)",
     )
+    parser.add_argument(
+        "--scjoint-variants",
+        nargs="+",
+        default=[],
+        metavar="SETTING=VALUE",
+        help="with --splits: one extra scJoint row per setting, e.g. p=1.0 (JSON values)",
+    )
     args = parser.parse_args()
+    variants = {}
+    for spec in args.scjoint_variants:
+        name, _, value = spec.partition("=")
+        try:
+            variants[f"scJoint {spec}"] = {name: json.loads(value)}
+        except json.JSONDecodeError:
+            parser.error(f"--scjoint-variants {spec!r}: the value must be JSON, e.g. p=1.0")
+    if variants and args.splits is None:
+        parser.error("--scjoint-variants needs --splits")
     _quiet()
     import mudata
 
@@ -172,7 +191,7 @@ def main() -> None:
     annotation = str(data / ANNOTATION)
     if args.splits is not None:
         mdata, description = select_nuclei(mdata, args.cell_types, args.labels)
-        over_splits(mdata, annotation, args.splits, description)
+        over_splits(mdata, annotation, args.splits, description, variants)
         return
     if args.cell_types is not None or args.labels != "cell_type":
         parser.error("--cell-types and --labels apply to --splits only")
@@ -213,17 +232,29 @@ def select_nuclei(mdata, cell_types: list[str] | None, labels: str):
     return mudata.MuData(modalities), f"{description}; labels {labels}"
 
 
-def over_splits(mdata, annotation: str, splits: list[int], description: str = "all nuclei") -> None:
-    """Every method on each random split; mean ± sd over splits (the honest comparison)."""
+def over_splits(
+    mdata,
+    annotation: str,
+    splits: list[int],
+    description: str = "all nuclei",
+    variants: dict[str, dict] | None = None,
+) -> None:
+    """Every method on each random split; mean ± sd over splits (the honest comparison).
+
+    ``variants`` maps a row name to scJoint settings that replace the defaults; each row is
+    also compared with the defaults split by split.
+    """
     from scx.scjoint import REFERENCE_SETTINGS
 
+    def scjoint_with(settings: dict):
+        return lambda rna, atac, activity, truth, split: run_isolated(
+            run_scjoint, rna, atac, annotation, {**settings, "seed": split}
+        )
+
+    variants = variants or {}
     methods = {
-        "scJoint scx defaults": lambda rna, atac, activity, truth, split: run_isolated(
-            run_scjoint, rna, atac, annotation, {"seed": split}
-        ),
-        "scJoint reference settings": lambda rna, atac, activity, truth, split: run_isolated(
-            run_scjoint, rna, atac, annotation, {**REFERENCE_SETTINGS, "seed": split}
-        ),
+        "scJoint scx defaults": scjoint_with({}),
+        "scJoint reference settings": scjoint_with(dict(REFERENCE_SETTINGS)),
         "CCA (30 comps) + kNN(30)": lambda rna, atac, activity, truth, split: run_isolated(
             run_cca, rna, activity
         ),
@@ -232,6 +263,7 @@ def over_splits(mdata, annotation: str, splits: list[int], description: str = "a
                 run_atac_supervised, atac, truth, split
             )
         ),
+        **{name: scjoint_with(settings) for name, settings in variants.items()},
     }
     rows = []
     for split in splits:
@@ -258,12 +290,15 @@ def over_splits(mdata, annotation: str, splits: list[int], description: str = "a
         f"RNA → ATAC label transfer on MOp ({description}) over {len(splits)} random splits",
     )
     wins = frame.pivot(index="split", columns="method", values=["accuracy", "macro_f1"])
-    for metric in ("accuracy", "macro_f1"):
-        diff = wins[metric]["scJoint scx defaults"] - wins[metric]["CCA (30 comps) + kNN(30)"]
-        print(
-            f"scJoint defaults − CCA, {metric}: {diff.mean():+.3f} ± {diff.std():.3f} "
-            f"(paired over splits; per split {np.round(diff.to_numpy(), 3).tolist()})"
-        )
+    pairs = [("scJoint scx defaults", "CCA (30 comps) + kNN(30)")]
+    pairs += [(name, "scJoint scx defaults") for name in variants]
+    for method, baseline in pairs:
+        for metric in ("accuracy", "macro_f1"):
+            diff = wins[metric][method] - wins[metric][baseline]
+            print(
+                f"{method} − {baseline}, {metric}: {diff.mean():+.3f} ± {diff.std():.3f} "
+                f"(paired over splits; per split {np.round(diff.to_numpy(), 3).tolist()})"
+            )
 
 
 def ablations(mdata, annotation: str, args) -> None:

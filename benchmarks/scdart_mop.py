@@ -57,6 +57,12 @@ SCDART_VARIANTS = {
         {"pair_filter_neighbors": None, "sample_partners": False},
     ),
     "uniform-batches": ("scDART sample_partners=False", {"sample_partners": False}),
+    "sampled-no-filter": (
+        "scDART pair_filter_neighbors=None (partners still drawn into the batches)",
+        {"pair_filter_neighbors": None},
+    ),
+    "mmd10": ("scDART lambda_mmd=10 (the reference's SNARE-seq setting)", {"lambda_mmd": 10.0}),
+    "latent4": ("scDART n_latent=4 (the reference scripts')", {"n_latent": 4}),
     "reference-scripts": (
         "scDART REFERENCE_SETTINGS, n_latent=4, lambda_mmd=10 (reference SNARE script)",
         {"reference": True, "n_latent": 4, "lambda_mmd": 10.0},
