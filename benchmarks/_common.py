@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from _memory import peak_mb, reset_peak
@@ -29,6 +30,20 @@ def find_data_dir() -> Path:
             "(default ../shared/data next to the repository)."
         )
     return path
+
+
+def cell_type_mask(obs: pd.DataFrame, cell_types: list[str] | None) -> np.ndarray:
+    """Boolean mask of the nuclei whose ``cell_type`` is one of ``cell_types`` (``None``: all).
+
+    Exits with a message naming the values that are not ``cell_type`` values.
+    """
+    if cell_types is None:
+        return np.ones(len(obs), dtype=bool)
+    known = set(obs["cell_type"].astype(str))
+    unknown = sorted(set(cell_types) - known)
+    if unknown:
+        sys.exit(f"--cell-types {unknown} are not cell_type values; choose from {sorted(known)}")
+    return obs["cell_type"].astype(str).isin(cell_types).to_numpy()
 
 
 def rss_mb() -> float:

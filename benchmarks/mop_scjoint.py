@@ -36,7 +36,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from _common import find_data_dir, print_table, run_isolated
+from _common import cell_type_mask, find_data_dir, print_table, run_isolated
 
 ANNOTATION = "annotations/genes_mm10_GRCm38_ensembl_MAESTRO.tsv.gz"
 
@@ -216,14 +216,8 @@ def select_nuclei(mdata, cell_types: list[str] | None, labels: str):
     obs = mdata["rna"].obs
     if labels not in obs:
         raise SystemExit(f"--labels {labels!r} is not a column of the RNA obs: {list(obs)}")
-    keep = np.ones(mdata.n_obs, dtype=bool)
-    description = "all nuclei"
-    if cell_types is not None:
-        unknown = set(cell_types) - set(obs["cell_type"].astype(str))
-        if unknown:
-            raise SystemExit(f"--cell-types {sorted(unknown)} are not cell_type values")
-        keep = obs["cell_type"].isin(cell_types).to_numpy()
-        description = f"cell types {', '.join(cell_types)}"
+    keep = cell_type_mask(obs, cell_types)
+    description = "all nuclei" if cell_types is None else f"cell types {', '.join(cell_types)}"
     modalities = {}
     for m in ("rna", "atac"):
         adata = mdata[m][keep].copy()

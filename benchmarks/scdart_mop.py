@@ -41,7 +41,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from _common import find_data_dir, print_table, run_isolated
+from _common import cell_type_mask, find_data_dir, print_table, run_isolated
 
 ANNOTATION = "annotations/genes_mm10_GRCm38_ensembl_MAESTRO.tsv.gz"
 #: scDART runs: name → (row label, arguments of ``scx.tl.scdart`` besides the defaults).
@@ -224,10 +224,7 @@ def main() -> None:
     rna_all, atac_all, subset_prior = mdata["rna"], mdata["atac"], None
     subset = "all nuclei"
     if args.cell_types is not None:
-        unknown = set(args.cell_types) - set(rna_all.obs["cell_type"])
-        if unknown:
-            parser.error(f"unknown --cell-types {sorted(unknown)}")
-        keep = rna_all.obs["cell_type"].isin(args.cell_types).to_numpy()
+        keep = cell_type_mask(rna_all.obs, args.cell_types)
         rna_all, atac_all, subset_prior = nuclei_subset(rna_all, atac_all, keep)
         subset = f"cell types {', '.join(args.cell_types)}"
     rna = rna_all.copy()
