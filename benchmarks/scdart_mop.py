@@ -17,8 +17,9 @@ Methods (each in its own process; wall time and peak memory are its own): scx sc
 defaults apart from the number of epochs (see ``--max-epochs``) and the variants of
 ``--scdart-variants`` (``scx.scdart.REFERENCE_SETTINGS``: the reference's losses and
 initialisation; the reference's SNARE-seq script; the defaults without the candidate-pair
-loss, with unweighted candidate pairs, with the reference's absolute prior penalty or with
-Seurat's anchor filter on the candidate pairs),
+loss, with unweighted candidate pairs, with the reference's absolute prior penalty, with
+Seurat's anchor filter on the candidate pairs, or with the last step's weights instead of their
+moving average),
 Seurat-v3-style CCA (30 components) on log-normalised RNA and prior-based gene activity, and
 scx scJoint with its defaults (gene activity from the mm10 table). The prior is the shipped
 ``rna.varm["gene_region"]`` (gene body + 2 kb upstream).
@@ -57,6 +58,7 @@ SCDART_VARIANTS = {
         {"pair_filter_neighbors": None, "sample_partners": False},
     ),
     "uniform-batches": ("scDART sample_partners=False", {"sample_partners": False}),
+    "last-iterate": ("scDART ema_decay=None (the last step's weights)", {"ema_decay": None}),
     "sampled-no-filter": (
         "scDART pair_filter_neighbors=None (partners still drawn into the batches)",
         {"pair_filter_neighbors": None},

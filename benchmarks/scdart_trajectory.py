@@ -5,14 +5,17 @@ in over 0.2 of the time range, pairing known to the scores only), :func:`scx.tl.
 test suite's network sizes, the 10 earliest cells of each modality as anchors (the reference's
 simulation scripts) and 150 epochs, then :func:`scx.tl.pseudotime` on the raw latent. Variants:
 
-* ``defaults``: scx's defaults (candidate-pair loss, ``prior_penalty="relative_l1"``);
+* ``defaults``: scx's defaults (candidate-pair loss, ``prior_penalty="relative_l1"``, averaged
+  weights);
 * ``reference losses``: ``scx.scdart.REFERENCE_SETTINGS`` with ``init_from_prior=True`` (the
   reference's losses; scx's initialisation, without which the reference does not align these
   data at all, see ``docs/methods/scdart.md``);
 * ``no anchor filter``: the defaults without Seurat's anchor filter on the candidate pairs
   (``pair_filter_neighbors=None``; the default before 2026-12-02);
 * ``uniform batches``: the defaults with uniformly drawn RNA batches (``sample_partners=False``;
-  the default before 2026-12-02, later session).
+  the default before 2026-12-02, later session);
+* ``last iterate``: the defaults with the last step's weights instead of their moving average
+  (``ema_decay=None``; the default before 2026-12-03).
 
 Scores per run: FOSCTTM of the post-aligned and of the raw latent, Kendall τ of each modality's
 pseudotime with the true time, Pearson r of the paired cells' pseudotimes. Mean ± sd over seeds.
@@ -35,7 +38,7 @@ from _common import print_table
 
 NETWORKS = {"n_hidden_gene_activity": (256, 128), "n_hidden_encoder": (128, 64)}
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
-VARIANTS = ("defaults", "reference losses", "no anchor filter", "uniform batches")
+VARIANTS = ("defaults", "reference losses", "no anchor filter", "uniform batches", "last iterate")
 
 
 def run(seed: int, settings: dict) -> dict:
@@ -100,6 +103,7 @@ def main() -> None:
         "reference losses": {**scx.scdart.REFERENCE_SETTINGS, "init_from_prior": True},
         "no anchor filter": {"pair_filter_neighbors": None},
         "uniform batches": {"sample_partners": False},
+        "last iterate": {"ema_decay": None},
     }
     variants = {name: variants[name] for name in args.variants}
     rows = []

@@ -25,6 +25,19 @@ torch.set_num_threads(int(os.environ.get("SCX_TEST_THREADS", "1")))
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
 
 
+def moving_average(
+    iterates: list[dict[str, torch.Tensor]], ema_decay: float | None
+) -> dict[str, torch.Tensor]:
+    """What the training plans' ``ema_decay`` should return for these per-step weights: the
+    running average with decay ``min(ema_decay, (1 + t) / (10 + t))`` at step ``t``, or the
+    last iterate for ``None``."""
+    expected = iterates[0]
+    for t, state in enumerate(iterates[1:], start=1):
+        decay = 0.0 if ema_decay is None else min(ema_decay, (1 + t) / (10 + t))
+        expected = {k: decay * expected[k] + (1 - decay) * state[k] for k in state}
+    return expected
+
+
 def make_unpaired(seed: int = 0, **kwargs) -> tuple[mudata.MuData, pd.Series]:
     """Synthetic unpaired RNA + ATAC gene activity; ATAC labels removed and returned."""
     params = {"n_rna": 500, "n_atac": 500, "n_genes": 200, "n_types": 4, "seed": seed}

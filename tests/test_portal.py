@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 import scx
-from conftest import QUIET, assert_unchanged, snapshot
+from conftest import QUIET, assert_unchanged, moving_average, snapshot
 from scx._neighbors import knn
 from scx.portal import PORTAL
 from scx.portal._module import PORTALModule
@@ -358,12 +358,8 @@ def test_averaged_weights_are_the_moving_average_of_the_iterates(ema_decay):
         **averaging,
     )
     assert len(record.generators) == 25
-    expected = record.generators[0]
-    for t, state in enumerate(record.generators[1:], start=1):
-        decay = 0.0 if ema_decay is None else min(ema_decay, (1 + t) / (10 + t))
-        expected = {k: decay * expected[k] + (1 - decay) * state[k] for k in state}
     final = model.module.stages[0].state_dict()
-    for key, value in expected.items():
+    for key, value in moving_average(record.generators, ema_decay).items():
         torch.testing.assert_close(final[key], value, rtol=1e-5, atol=1e-6)
     if ema_decay is not None:
         # averaging changed the weights: not the last iterate

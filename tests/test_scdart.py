@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 import torch
 from anndata import AnnData
+from lightning.pytorch.callbacks import Callback
 from scipy import sparse, stats
 
 import scx
-from conftest import QUIET, assert_unchanged, snapshot
+from conftest import QUIET, assert_unchanged, moving_average, snapshot
 from scx.scdart import SCDART, diffusion_coordinates, resolve_prior
 from scx.scdart._module import MMD_BANDWIDTHS, diffusion_kl, mmd
 
@@ -587,6 +588,50 @@ def test_pseudotime_copy_rerun_and_old_call_form(trained):
     with pytest.warns(FutureWarning, match="by name"):
         scx.tl.pseudotime(result, "X_scdart", "rna0", backbone=False)
     assert result.uns["trajectory"]["root_cell"] == "rna0"
+
+
+class _RecordParameters(Callback):
+    """The module's parameters after every training step."""
+
+    def __init__(self):
+        self.iterates: list[dict[str, torch.Tensor]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        self.iterates.append(
+            {k: p.detach().clone() for k, p in pl_module.module.named_parameters()}
+        )
+
+
+@pytest.mark.parametrize("ema_decay", ["default", 0.5, None])
+def test_weights_are_the_moving_average_of_the_iterates(ema_decay):
+    """By default the trained weights are the EMA of the iterates (ramped decay); with
+    ``REFERENCE_SETTINGS``' ``ema_decay=None`` the last step's. BatchNorm statistics follow the
+    returned weights (recomputed after training)."""
+    mdata = trajectory(seed=3, n_cells=200, n_genes=60)
+    record = _RecordParameters()
+    averaging = {} if ema_decay == "default" else {"ema_decay": ema_decay}
+    ema_decay = 0.99 if ema_decay == "default" else ema_decay
+    model = scx.tl.scdart(
+        mdata,
+        prior="peak_prior",
+        max_steps=12,
+        batch_size=50,
+        seed=3,
+        **averaging,
+        **{**TINY, "trainer_kwargs": {**QUIET, "callbacks": [record]}},
+    )
+    assert len(record.iterates) == 12
+    final = dict(model.module.named_parameters())
+    for key, value in moving_average(record.iterates, ema_decay).items():
+        torch.testing.assert_close(final[key].detach(), value, rtol=1e-5, atol=1e-6)
+    if ema_decay is not None:
+        weight = next(k for k in final if k.startswith("encoder."))
+        assert not torch.allclose(final[weight], record.iterates[-1][weight])
+    assert mdata.uns["scdart"]["params"]["ema_decay"] == ema_decay
+    # the latent no longer depends on which cells are embedded together: statistics recomputed
+    z = model.get_latent_representation()["atac"]
+    part = model.get_latent_representation(mdata["atac"][:40].copy(), modality="atac")
+    np.testing.assert_allclose(part, z[:40], rtol=1e-4, atol=1e-5)
 
 
 # ---------------------------------------------------------------- candidate pairs, speed paths

@@ -20,11 +20,13 @@ from ._tool import scdart
 
 #: Settings that reproduce the reference implementation's losses and initialisation where scx
 #: departs from it by default (pass as ``scx.tl.scdart(mdata, **REFERENCE_SETTINGS)``): no
-#: candidate-pair loss, the absolute L1 prior penalty, random gene-activity initialisation.
+#: candidate-pair loss, the absolute L1 prior penalty, random gene-activity initialisation,
+#: the last iterate's weights.
 REFERENCE_SETTINGS = {
     "lambda_pairs": 0.0,
     "prior_penalty": "l1",
     "init_from_prior": False,
+    "ema_decay": None,
 }
 
 __all__ = [

@@ -192,6 +192,7 @@ class SCDART(MultiModalModelBase):
         "pair_filter_neighbors": v.optional(v.positive_int()),
         "pair_score_neighbors": v.optional(v.positive_int()),
         "sample_partners": v.boolean,
+        "ema_decay": v.optional(v.decay),
     }
 
     # ------------------------------------------------------------------ inputs
@@ -438,6 +439,7 @@ class SCDART(MultiModalModelBase):
         pair_filter_neighbors: int | None = 200,
         pair_score_neighbors: int | None = 30,
         sample_partners: bool = True,
+        ema_decay: float | None = 0.99,
         train_size: float = 1.0,
         validation_size: float | None = None,
         accelerator: str = "auto",
@@ -506,6 +508,14 @@ class SCDART(MultiModalModelBase):
             two cells share a step; with independent batches of ``b`` of ``n`` cells a pair
             meets in ``b / n`` of its ATAC cell's steps (10 % on MOp, less on larger data), so
             the term would weaken as the data grow. ``False`` draws the RNA batches uniformly.
+        ema_decay
+            Return the weights as the exponential moving average of their iterates (decay per
+            step, 0.99: the last ~100 steps weigh most; ramped up over the first steps),
+            instead of the last step's weights, as Portal does by default. The last iterate
+            carries the noise of its last mini-batches (on MOp FOSCTTM moved by ±0.01 from one
+            snapshot to the next); the average sits nearer the point the iterates move
+            around. BatchNorm's statistics are recomputed for the averaged weights. ``None``:
+            the last step's weights, as the reference.
         train_size, validation_size
             Split of each modality's cells into training and validation (validation losses
             appear in ``history``). The diffusion geometry and the candidate pairs are computed
@@ -551,7 +561,7 @@ class SCDART(MultiModalModelBase):
             train_size=train_size,
             validation_size=validation_size,
         )
-        plan = self._training_plan_cls(self.module, lr=lr)
+        plan = self._training_plan_cls(self.module, lr=lr, ema_decay=ema_decay)
         with warnings.catch_warnings():
             # scvi builds the sparse mini-batches on purpose; torch's notes about them are noise
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")

@@ -12,6 +12,9 @@ coordinates, pseudo-labels, anchor flags) arrives in the batch through the data 
   detached samples, then one update of everything else with the adversarial term recomputed by
   the updated discriminators (Portal, scMODAL); scPairing's plan reorders the two.
 
+Both can return the weights as the exponential moving average of their iterates
+(``ema_decay``; scDART's and Portal's default), kept by one mechanism.
+
 scvi-tools' own ``AdversarialTrainingPlan`` keeps its classifier on the plan (so ``save`` loses
 it), hard-codes the discriminator optimiser and scales both losses by a KL-derived factor; here
 the discriminators live in the module (saved with the model) and the plan only optimises.
@@ -116,7 +119,56 @@ class _StepCountingMixin:
         return False
 
 
-class LossTrainingPlan(_StepCountingMixin, EpochMeanLoggingMixin, TrainingPlan):
+class _WeightAveragingMixin:
+    """Return the trained weights as an exponential moving average of their iterates.
+
+    With ``ema_decay`` set, the plan keeps a running average of the parameters that
+    :meth:`_averaged_parameters` names, updated after every optimiser step with decay
+    ``min(ema_decay, (1 + t) / (10 + t))`` at update ``t`` (horizon about
+    ``1 / (1 - ema_decay)`` updates once ramped up; a short run averages its recent updates,
+    not its start), and leaves the averages in the module when training ends. The last
+    iterate of stochastic training carries the noise of its last mini-batches; the average
+    of the iterates sits nearer the point they move around (Polyak & Juditsky 1992; for
+    adversarial training, Yazıcı et al., ICLR 2019). Buffers (e.g. BatchNorm's running
+    statistics) are not averaged: a model that uses them recomputes them for the averaged
+    weights.
+    """
+
+    def _init_averaging(self, ema_decay: float | None) -> None:
+        self.ema_decay = ema_decay
+        #: (averaged parameters, their running averages) and the updates averaged
+        self._ema: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
+        self._n_averaged = 0
+
+    def _averaged_parameters(self) -> list[torch.Tensor]:
+        """The parameters whose average the module keeps."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def _update_average(self) -> None:
+        """Move the running average towards the parameters' current values."""
+        if self.ema_decay is None:
+            return
+        if self._ema is None:
+            params = self._averaged_parameters()
+            self._ema = (params, [p.detach().clone() for p in params])
+            self._n_averaged = 1
+            return
+        decay = min(self.ema_decay, (1 + self._n_averaged) / (10 + self._n_averaged))
+        torch._foreach_lerp_(self._ema[1], self._ema[0], 1.0 - decay)
+        self._n_averaged += 1
+
+    @torch.no_grad()
+    def on_train_end(self) -> None:
+        """Leave the averaged weights in the module."""
+        if self._ema is not None:
+            torch._foreach_copy_(self._ema[0], self._ema[1])
+            self._ema = None
+
+
+class LossTrainingPlan(
+    _StepCountingMixin, _WeightAveragingMixin, EpochMeanLoggingMixin, TrainingPlan
+):
     """One optimiser on the module's loss (automatic optimisation).
 
     Parameters
@@ -134,6 +186,13 @@ class LossTrainingPlan(_StepCountingMixin, EpochMeanLoggingMixin, TrainingPlan):
     lr_decay_epochs, lr_decay_factor
         Multiply the learning rate by ``lr_decay_factor`` every ``lr_decay_epochs`` epochs
         (``None``: constant).
+    ema_decay
+        Return the weights as the exponential moving average of their iterates: the decay at
+        update ``t`` is ``min(ema_decay, (1 + t) / (10 + t))`` (horizon about
+        ``1 / (1 - ema_decay)`` updates once ramped up). The last iterate of stochastic
+        training carries the noise of its last mini-batches; the average sits nearer the point
+        the iterates move around (Polyak & Juditsky, 1992). Buffers such as BatchNorm's
+        running statistics are not averaged. ``None``: the last iterate.
     """
 
     def __init__(
@@ -146,6 +205,7 @@ class LossTrainingPlan(_StepCountingMixin, EpochMeanLoggingMixin, TrainingPlan):
         momentum: float = 0.9,
         lr_decay_epochs: int | None = None,
         lr_decay_factor: float = 0.1,
+        ema_decay: float | None = None,
     ):
         super().__init__(module, lr=lr, weight_decay=weight_decay, n_epochs_kl_warmup=None)
         self.optimizer_name = optimizer
@@ -153,16 +213,27 @@ class LossTrainingPlan(_StepCountingMixin, EpochMeanLoggingMixin, TrainingPlan):
         self.lr_decay_epochs = lr_decay_epochs
         self.lr_decay_factor = lr_decay_factor
         self._init_counters()
+        self._init_averaging(ema_decay)
+        self._stepped = False
 
     def training_step(self, batch, batch_idx):
         """One update on a batch of every modality."""
         outputs = self.module.forward_step(batch, self.step)
         loss, terms = self.module.training_loss(outputs, self.step)
         self.step += 1
-        if not self._finite_or_skip(loss):
+        self._stepped = self._finite_or_skip(loss)
+        if not self._stepped:
             return None
         self.accumulate({"loss": loss.detach(), **terms}, _n_obs(batch), "train")
         return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        """Average the weights the optimiser has just updated (a skipped step adds nothing)."""
+        if self._stepped:
+            self._update_average()
+
+    def _averaged_parameters(self) -> list[torch.Tensor]:
+        return [p for p in self.module.parameters() if p.requires_grad]
 
     def validation_step(self, batch, batch_idx):
         """Losses on held-out cells."""
@@ -190,7 +261,9 @@ class LossTrainingPlan(_StepCountingMixin, EpochMeanLoggingMixin, TrainingPlan):
         }
 
 
-class AdversarialTrainingPlan(_StepCountingMixin, EpochMeanLoggingMixin, TrainingPlan):
+class AdversarialTrainingPlan(
+    _StepCountingMixin, _WeightAveragingMixin, EpochMeanLoggingMixin, TrainingPlan
+):
     """Alternating discriminator / generator updates with manual optimisation.
 
     Each discriminator update back-propagates through the discriminators only and the
@@ -212,14 +285,12 @@ class AdversarialTrainingPlan(_StepCountingMixin, EpochMeanLoggingMixin, Trainin
     clip_norm, clip_norm_discriminator
         Gradient-norm clipping of each side (``None``: none).
     ema_decay
-        Return the generator side's weights as an exponential moving average of its iterates
-        instead of the last iterate: the decay at update ``t`` is
-        ``min(ema_decay, (1 + t) / (10 + t))`` (horizon about ``1 / (1 - ema_decay)`` updates
-        once ramped up; a short run averages its recent updates, not its start). Adversarial
-        training circles around its equilibrium rather than settling on it, and averaging the
-        iterates lands nearer to it (Yazıcı et al., *The unusual effectiveness of averaging in
-        GAN training*, ICLR 2019). The discriminators are not averaged. ``None``: the last
-        iterate.
+        Return the generator side's weights as the exponential moving average of their
+        iterates (decay ``min(ema_decay, (1 + t) / (10 + t))`` at update ``t``, as
+        :class:`LossTrainingPlan`): adversarial training circles around its equilibrium rather
+        than settling on it, and averaging the iterates lands nearer to it (Yazıcı et al.,
+        *The unusual effectiveness of averaging in GAN training*, ICLR 2019). The
+        discriminators are not averaged. ``None``: the last iterate.
     """
 
     find_unused_parameters = True
@@ -250,11 +321,8 @@ class AdversarialTrainingPlan(_StepCountingMixin, EpochMeanLoggingMixin, Trainin
         self.n_discriminator_steps = int(n_discriminator_steps)
         self.clip_norm = clip_norm
         self.clip_norm_discriminator = clip_norm_discriminator
-        self.ema_decay = ema_decay
-        #: (generator-side parameters, their running averages) and the updates averaged
-        self._ema: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
-        self._n_averaged = 0
         self._init_counters()
+        self._init_averaging(ema_decay)
 
     def _parameter_groups(self) -> tuple[list, list]:
         prefix = self.module.discriminator_prefix
@@ -297,33 +365,11 @@ class AdversarialTrainingPlan(_StepCountingMixin, EpochMeanLoggingMixin, Trainin
         if self.clip_norm is not None:
             self.clip_gradients(opt_g, self.clip_norm, "norm")
         opt_g.step()
-        if self.ema_decay is not None:
-            self._update_average(opt_g)
+        self._update_average()
 
-    @torch.no_grad()
-    def _update_average(self, opt_g) -> None:
-        """Move the running average of the generator side's weights towards the new iterate.
-
-        The decay ramps up as ``(1 + t) / (10 + t)`` to ``ema_decay`` (update ``t``), so a short
-        run averages its recent updates rather than keeping its starting weights.
-        """
-        if self._ema is None:
-            params = [p for group in opt_g.param_groups for p in group["params"]]
-            self._ema = (params, [p.detach().clone() for p in params])
-            self._n_averaged = 1
-            return
-        decay = min(self.ema_decay, (1 + self._n_averaged) / (10 + self._n_averaged))
-        for param, average in zip(*self._ema, strict=True):
-            average.lerp_(param, 1.0 - decay)
-        self._n_averaged += 1
-
-    @torch.no_grad()
-    def on_train_end(self) -> None:
-        """Leave the averaged generator-side weights in the module."""
-        if self._ema is not None:
-            for param, average in zip(*self._ema, strict=True):
-                param.copy_(average)
-            self._ema = None
+    def _averaged_parameters(self) -> list[torch.Tensor]:
+        opt_g = self.optimizers()[0]
+        return [p for group in opt_g.param_groups for p in group["params"]]
 
     def _discriminator_update(self, opt_d, outputs: dict) -> torch.Tensor:
         loss_d = self.module.discriminator_loss(outputs, self.step)
