@@ -120,18 +120,10 @@ class _StepCountingMixin:
 
 
 class _WeightAveragingMixin:
-    """Return the trained weights as an exponential moving average of their iterates.
+    """The ``ema_decay`` of both plans (documented on :class:`LossTrainingPlan`).
 
-    With ``ema_decay`` set, the plan keeps a running average of the parameters that
-    :meth:`_averaged_parameters` names, updated after every optimiser step with decay
-    ``min(ema_decay, (1 + t) / (10 + t))`` at update ``t`` (horizon about
-    ``1 / (1 - ema_decay)`` updates once ramped up; a short run averages its recent updates,
-    not its start), and leaves the averages in the module when training ends. The last
-    iterate of stochastic training carries the noise of its last mini-batches; the average
-    of the iterates sits nearer the point they move around (Polyak & Juditsky 1992; for
-    adversarial training, Yazıcı et al., ICLR 2019). Buffers (e.g. BatchNorm's running
-    statistics) are not averaged: a model that uses them recomputes them for the averaged
-    weights.
+    A running average of the parameters :meth:`_averaged_parameters` names, updated after every
+    optimiser step and left in the module when training ends.
     """
 
     def _init_averaging(self, ema_decay: float | None) -> None:
