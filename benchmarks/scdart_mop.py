@@ -29,7 +29,8 @@ Run: ``python benchmarks/scdart_mop.py [--max-epochs 60] [--threads 1]
 ≈ 2,000 steps); ``--skip-cca`` / ``--skip-scjoint`` leave peers out. ``--cell-types L2/3 L4/5
 L6 --labels cell_type_fine`` builds a second pairing from the same data: the excitatory neurons
 only, a continuum across the cortical layers (12 fine types), closer to the continuous
-populations scDART was designed for.
+populations scDART was designed for. ``--nuclei 2000 --max-epochs 100`` runs the peers on the
+2,000 random nuclei of the peer harness's case ``mop_2k`` (``benchmarks/peers/``).
 Timings are for the given thread count.
 """
 
@@ -98,6 +99,17 @@ def per_gene_pearson(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     ok = denom > 0
     r[ok] = (p[:, ok] * t[:, ok]).sum(0) / denom[ok]
     return r
+
+
+#: seed of the random nuclei of ``--nuclei`` (and of the peer harness's case ``mop_2k``): the same
+#: nuclei for every ``--seed``, which varies the training and the ATAC order only
+RANDOM_NUCLEI_SEED = 2026
+
+
+def random_nuclei(n_obs: int, n_nuclei: int) -> np.ndarray:
+    """``n_nuclei`` of ``n_obs`` nuclei drawn at random with ``RANDOM_NUCLEI_SEED``, in order."""
+    rng = np.random.default_rng(RANDOM_NUCLEI_SEED)
+    return np.sort(rng.choice(n_obs, n_nuclei, replace=False))
 
 
 def nuclei_subset(rna, atac, keep: np.ndarray):
@@ -207,6 +219,13 @@ def main() -> None:
         "are left out with their prior links",
     )
     parser.add_argument(
+        "--nuclei",
+        type=int,
+        default=None,
+        help="keep this many nuclei drawn at random (the same for every --seed; 2000 gives the "
+        "peer harness's case mop_2k), the peaks open in none of them left out",
+    )
+    parser.add_argument(
         "--labels",
         default="cell_type",
         choices=("cell_type", "cell_type_fine"),
@@ -215,6 +234,8 @@ def main() -> None:
     parser.add_argument("--skip-scjoint", action="store_true")
     parser.add_argument("--skip-cca", action="store_true")
     args = parser.parse_args()
+    if args.nuclei is not None and args.cell_types is not None:
+        parser.error("pass --nuclei or --cell-types, not both")
     _quiet(args.threads)
     import mudata
 
@@ -229,6 +250,12 @@ def main() -> None:
         keep = cell_type_mask(rna_all.obs, args.cell_types)
         rna_all, atac_all, subset_prior = nuclei_subset(rna_all, atac_all, keep)
         subset = f"cell types {', '.join(args.cell_types)}"
+    if args.nuclei is not None:
+        if not 0 < args.nuclei <= rna_all.n_obs:
+            parser.error(f"--nuclei must be between 1 and {rna_all.n_obs}, got {args.nuclei}")
+        keep = random_nuclei(rna_all.n_obs, args.nuclei)
+        rna_all, atac_all, subset_prior = nuclei_subset(rna_all, atac_all, keep)
+        subset = f"{args.nuclei:,} random nuclei"
     rna = rna_all.copy()
     if subset_prior is not None:
         rna.varm["gene_region"] = subset_prior

@@ -153,23 +153,20 @@ def mop(path, seed: int, n_nuclei: int | None = None) -> dict:
 
     All nuclei as two unmatched modalities: the RNA in file order, the ATAC permuted by
     ``default_rng(seed).permutation``; the prior is ``rna.varm["gene_region"]``. With
-    ``n_nuclei``: a random subset of that many nuclei (the same for every seed, drawn with
-    ``default_rng(MOP_SUBSET_SEED)``), the peaks open in none of them left out.
+    ``n_nuclei``: a random subset of that many nuclei (the same for every seed, drawn by
+    ``scdart_mop.random_nuclei``), the peaks open in none of them left out.
     """
     import mudata
 
     from _common import find_data_dir
-    from scdart_mop import nuclei_subset
+    from scdart_mop import nuclei_subset, random_nuclei
 
     mudata.set_options(pull_on_update=False)
     mdata = mudata.read_h5mu(find_data_dir() / "mop_snareseq2" / "mop_snareseq2.h5mu")
     rna, atac_all = mdata["rna"], mdata["atac"]
     description = "MOp SNARE-seq2"
     if n_nuclei is not None:
-        subset = np.sort(
-            np.random.default_rng(MOP_SUBSET_SEED).choice(mdata.n_obs, n_nuclei, replace=False)
-        )
-        rna, atac_all, prior = nuclei_subset(rna, atac_all, subset)
+        rna, atac_all, prior = nuclei_subset(rna, atac_all, random_nuclei(mdata.n_obs, n_nuclei))
         description += f", {n_nuclei:,} random nuclei, {prior.shape[1]:,} open peaks"
     else:
         prior = sparse.csr_matrix(rna.varm["gene_region"], dtype=np.float32)
@@ -192,8 +189,6 @@ def mop(path, seed: int, n_nuclei: int | None = None) -> dict:
     )
 
 
-#: the subset of ``mop_2k``: fixed, so the seeds vary the training and the ATAC order only
-MOP_SUBSET_SEED = 2026
 #: nuclei and epochs of ``mop_2k``: the original's dense diffusion step and full-width prior
 #: penalty make full MOp at 500 epochs take hours per seed on a CPU
 MOP_SUBSET_NUCLEI, MOP_SUBSET_EPOCHS = 2000, 100
