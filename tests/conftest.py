@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import scvi
 import torch
+from lightning.pytorch.callbacks import Callback
 from scipy import sparse
 
 import scx
@@ -23,6 +24,25 @@ torch.set_num_threads(int(os.environ.get("SCX_TEST_THREADS", "1")))
 
 #: Trainer settings that keep the tests quiet.
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
+
+
+class RecordIterates(Callback):
+    """The trained module's parameters after every training step (``trainer_kwargs`` callback)."""
+
+    def __init__(self):
+        self.iterates: list[dict[str, torch.Tensor]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        self.iterates.append(
+            {k: p.detach().clone() for k, p in pl_module.module.named_parameters()}
+        )
+
+    def of(self, prefix: str) -> list[dict[str, torch.Tensor]]:
+        """The iterates of the submodule ``prefix`` (e.g. ``"stages.0."``), keyed as its own."""
+        return [
+            {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+            for state in self.iterates
+        ]
 
 
 def moving_average(

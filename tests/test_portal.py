@@ -6,10 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from lightning.pytorch.callbacks import Callback
 
 import scx
-from conftest import QUIET, assert_unchanged, moving_average, snapshot
+from conftest import QUIET, RecordIterates, assert_unchanged, moving_average, snapshot
 from scx._neighbors import knn
 from scx.portal import PORTAL
 from scx.portal._module import PORTALModule
@@ -326,27 +325,12 @@ def test_same_seed_same_embedding():
     np.testing.assert_array_equal(runs[0], runs[1])
 
 
-class _RecordWeights(Callback):
-    """The stage's encoder/generator and discriminator weights after every training step."""
-
-    def __init__(self):
-        self.generators: list[dict[str, torch.Tensor]] = []
-        self.discriminators: dict[str, torch.Tensor] = {}
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        module = pl_module.module
-        self.generators.append({k: t.clone() for k, t in module.stages[0].state_dict().items()})
-        self.discriminators = {
-            k: t.clone() for k, t in module.discriminators[0].state_dict().items()
-        }
-
-
 @pytest.mark.parametrize("ema_decay", [0.5, 0.9, None])
 def test_averaged_weights_are_the_moving_average_of_the_iterates(ema_decay):
     """With ``ema_decay`` the encoders/generators end as the EMA of their iterates; the
     discriminators (and, with ``REFERENCE_SETTINGS``, everything) keep the last step's weights."""
     adata = scx.datasets.synthetic_batches(n_cells=300, n_types=3, seed=5)
-    record = _RecordWeights()
+    record = RecordIterates()
     averaging = scx.portal.REFERENCE_SETTINGS if ema_decay is None else {"ema_decay": ema_decay}
     model = scx.tl.portal(
         adata,
@@ -357,17 +341,19 @@ def test_averaged_weights_are_the_moving_average_of_the_iterates(ema_decay):
         trainer_kwargs={**QUIET, "callbacks": [record]},
         **averaging,
     )
-    assert len(record.generators) == 25
+    generators = record.of("stages.0.")
+    assert len(generators) == 25
     final = model.module.stages[0].state_dict()
-    for key, value in moving_average(record.generators, ema_decay).items():
+    for key, value in moving_average(generators, ema_decay).items():
         torch.testing.assert_close(final[key], value, rtol=1e-5, atol=1e-6)
     if ema_decay is not None:
         # averaging changed the weights: not the last iterate
         assert not torch.allclose(
-            final["encoders.0.layers.0.weight"], record.generators[-1]["encoders.0.layers.0.weight"]
+            final["encoders.0.layers.0.weight"], generators[-1]["encoders.0.layers.0.weight"]
         )
+    last_discriminator = record.of("discriminators.0.")[-1]
     for key, value in model.module.discriminators[0].state_dict().items():
-        torch.testing.assert_close(value, record.discriminators[key])
+        torch.testing.assert_close(value, last_discriminator[key])
     assert adata.uns["portal"]["params"]["ema_decay"] == ema_decay
 
 

@@ -8,11 +8,10 @@ import pandas as pd
 import pytest
 import torch
 from anndata import AnnData
-from lightning.pytorch.callbacks import Callback
 from scipy import sparse, stats
 
 import scx
-from conftest import QUIET, assert_unchanged, moving_average, snapshot
+from conftest import QUIET, RecordIterates, assert_unchanged, moving_average, snapshot
 from scx.scdart import SCDART, diffusion_coordinates, resolve_prior
 from scx.scdart._module import MMD_BANDWIDTHS, diffusion_kl, mmd
 
@@ -590,25 +589,13 @@ def test_pseudotime_copy_rerun_and_old_call_form(trained):
     assert result.uns["trajectory"]["root_cell"] == "rna0"
 
 
-class _RecordParameters(Callback):
-    """The module's parameters after every training step."""
-
-    def __init__(self):
-        self.iterates: list[dict[str, torch.Tensor]] = []
-
-    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
-        self.iterates.append(
-            {k: p.detach().clone() for k, p in pl_module.module.named_parameters()}
-        )
-
-
 @pytest.mark.parametrize("ema_decay", ["default", 0.5, None])
 def test_weights_are_the_moving_average_of_the_iterates(ema_decay):
     """By default the trained weights are the EMA of the iterates (ramped decay); with
     ``REFERENCE_SETTINGS``' ``ema_decay=None`` the last step's. BatchNorm statistics follow the
     returned weights (recomputed after training)."""
     mdata = trajectory(seed=3, n_cells=200, n_genes=60)
-    record = _RecordParameters()
+    record = RecordIterates()
     averaging = {} if ema_decay == "default" else {"ema_decay": ema_decay}
     ema_decay = 0.99 if ema_decay == "default" else ema_decay
     model = scx.tl.scdart(
