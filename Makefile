@@ -3,7 +3,7 @@
 
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
-LINT_PATHS := src tests benchmarks scripts docs
+LINT_PATHS := src tests benchmarks scripts docs tutorials
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 

@@ -63,7 +63,7 @@ def run_scjoint(rna, atac_peaks, annotation: str, kwargs: dict) -> np.ndarray:
         mdata,
         labels_key="cell_type",
         annotation=annotation,
-        enable_progress_bar=False,
+        trainer_kwargs={"enable_progress_bar": False},
         **kwargs,
     )
     return mdata["atac"].obs["scjoint_label"].astype(str).to_numpy()

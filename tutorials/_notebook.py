@@ -8,14 +8,18 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import nbformat as nbf
+if TYPE_CHECKING:  # imported where used: the tests read the builders' cells without nbformat
+    import nbformat
 
 HERE = Path(__file__).resolve().parent
 
 
-def build(cells: Sequence[tuple[str, str]]) -> nbf.NotebookNode:
+def build(cells: Sequence[tuple[str, str]]) -> nbformat.NotebookNode:
     """A notebook of markdown (``"md"``) and code cells with a Python 3 kernel."""
+    import nbformat as nbf
+
     nb = nbf.v4.new_notebook()
     nb.metadata["kernelspec"] = {
         "name": "python3",
@@ -42,5 +46,7 @@ def main(cells: Sequence[tuple[str, str]], name: str, doc: str, timeout: int = 1
         NotebookClient(
             nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}
         ).execute()
+    import nbformat as nbf
+
     nbf.write(nb, args.out)
     print(f"wrote {args.out}")

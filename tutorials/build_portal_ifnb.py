@@ -85,8 +85,9 @@ unless training succeeds.""",
     ),
     (
         "code",
-        """model = scx.tl.portal(adata, batch_key="batch", seed=0,
-                      trainer_kwargs={"enable_progress_bar": False})
+        """model = scx.tl.portal(
+    adata, batch_key="batch", seed=0, trainer_kwargs={"enable_progress_bar": False}
+)
 model""",
     ),
     (
@@ -117,8 +118,9 @@ adata.obsm["X_umap_portal"] = adata.obsm["X_umap"].copy()
 fig, axes = plt.subplots(2, 2, figsize=(11, 9))
 for row, basis in enumerate(["X_umap_unintegrated", "X_umap_portal"]):
     for col, key in enumerate(["batch", "cell_type"]):
-        sc.pl.embedding(adata, basis, color=key, ax=axes[row, col], show=False,
-                        title=f"{basis[7:]}: {key}")
+        sc.pl.embedding(
+            adata, basis, color=key, ax=axes[row, col], show=False, title=f"{basis[7:]}: {key}"
+        )
 plt.tight_layout()""",
     ),
     ("code", 'adata.uns["portal"]["params"]'),
@@ -135,8 +137,9 @@ PCA, Harmony on the same PCA, and Portal. These use scib-metrics through `scx.me
         "code",
         """import harmonypy
 
-harmony = harmonypy.run_harmony(adata.obsm["X_joint_pca"], adata.obs, ["batch"],
-                                random_state=0, verbose=False)
+harmony = harmonypy.run_harmony(
+    adata.obsm["X_joint_pca"], adata.obs, ["batch"], random_state=0, verbose=False
+)
 Z = np.asarray(harmony.Z_corr)
 adata.obsm["X_harmony"] = Z.T if Z.shape[0] != adata.n_obs else Z
 
@@ -145,8 +148,14 @@ rows = {}
 embeddings = [("unintegrated", "X_joint_pca"), ("Harmony", "X_harmony"), ("Portal", "X_portal")]
 for name, key in embeddings:
     z = adata.obsm[key]
-    scx.tl.transfer_labels(adata, labels_key="cell_type", use_rep=key,
-                           reference=("batch", "CTRL"), n_neighbors=20, key_added="transfer")
+    scx.tl.transfer_labels(
+        adata,
+        labels_key="cell_type",
+        use_rep=key,
+        reference=("batch", "CTRL"),
+        n_neighbors=20,
+        key_added="transfer",
+    )
     stim = batches == "STIM"
     predicted = adata.obs["transfer_label"].astype(str).to_numpy()
     rows[name] = {
@@ -211,7 +220,8 @@ Portal's generators map cells of one dataset into another dataset's space. Becau
 the joint PCA (loadings, per-batch means and scales) with the model,
 `model.get_translated_expression` returns translated cells as log-normalised expression of
 the highly variable genes. A stimulated cell translated into the control space should lose its
-interferon response: here for *ISG15* and *IFI6*, two classic interferon-stimulated genes.""",
+interferon response: here for the classic interferon-stimulated genes *ISG15*, *IFI6* and *IFIT3*,
+those of them among the highly variable genes.""",
     ),
     (
         "code",
@@ -219,11 +229,13 @@ interferon response: here for *ISG15* and *IFI6*, two classic interferon-stimula
 norm = scx.pp.log_normalize(adata.X)
 genes = [g for g in ["ISG15", "IFI6", "IFIT3"] if g in translated.columns]
 observed = pd.DataFrame(norm[:, adata.var_names.get_indexer(genes)].toarray(), columns=genes)
-table = pd.DataFrame({
-    "CTRL (observed)": observed[batches == "CTRL"].mean(),
-    "STIM (observed)": observed[batches == "STIM"].mean(),
-    "STIM → CTRL (translated)": translated[genes].mean(),
-})
+table = pd.DataFrame(
+    {
+        "CTRL (observed)": observed[batches == "CTRL"].mean(),
+        "STIM (observed)": observed[batches == "STIM"].mean(),
+        "STIM → CTRL (translated)": translated[genes].mean(),
+    }
+)
 table.round(2)""",
     ),
     (

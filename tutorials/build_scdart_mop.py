@@ -52,11 +52,11 @@ rna = full["rna"][cells].copy()
 atac_all = full["atac"][cells].copy()
 open_in = np.asarray((atac_all.X > 0).sum(0)).ravel()
 keep_peaks = open_in >= 20
-prior = rna.varm["gene_region"].tocsr()[:, keep_peaks]   # genes × peaks, gene body + 2 kb
+prior = rna.varm["gene_region"].tocsr()[:, keep_peaks]  # genes × peaks, gene body + 2 kb
 del rna.varm["gene_region"]
-perm = rng.permutation(len(cells))                       # ATAC cell j is RNA cell perm[j]
+perm = rng.permutation(len(cells))  # ATAC cell j is RNA cell perm[j]
 atac = atac_all[perm][:, keep_peaks].copy()
-truth = atac.obs["cell_type"].astype(str).to_numpy()     # for scoring only
+truth = atac.obs["cell_type"].astype(str).to_numpy()  # for scoring only
 rna.obs = rna.obs[["cell_type"]].copy()
 rna.obs_names = [f"rna_{i}" for i in range(rna.n_obs)]
 atac.obs = pd.DataFrame(index=[f"atac_{i}" for i in range(atac.n_obs)])
@@ -79,19 +79,24 @@ modality's diffusion-map coordinates from a sparse kNN graph (no cells × cells 
         "code",
         """%%time
 model = scx.tl.scdart(
-    mdata, modalities=("rna", "atac"), prior=prior, max_epochs=25,
-    gene_activity_key="gene_activity", trainer_kwargs={"enable_progress_bar": False},
+    mdata,
+    modalities=("rna", "atac"),
+    prior=prior,
+    max_epochs=25,
+    gene_activity_key="gene_activity",
+    trainer_kwargs={"enable_progress_bar": False},
 )
 model""",
     ),
     (
         "code",
-        """history = pd.DataFrame(
-    {k: v.iloc[:, 0].astype(float) for k, v in model.history_.items()}
-)
+        """\
+history = pd.DataFrame({k: v.iloc[:, 0].astype(float) for k, v in model.history_.items()})
 fig, axes = plt.subplots(1, 4, figsize=(14, 2.8))
 for ax, key in zip(axes, ["dist_rna_train", "dist_atac_train", "mmd_train", "prior_train"]):
-    ax.plot(history[key]); ax.set_title(key); ax.set_xlabel("epoch")
+    ax.plot(history[key])
+    ax.set_title(key)
+    ax.set_xlabel("epoch")
 plt.tight_layout()""",
     ),
     (
@@ -127,10 +132,11 @@ pd.DataFrame(scores).T""",
 steps, 5 % of the default schedule (~2,000 steps, the reference's): the modalities are only
 partly aligned (FOSCTTM: 0 when every cell's partner is its nearest cross-modal point, 0.5 for
 unrelated embeddings) and the learned gene activity is not yet predictive. On all 10,309 nuclei
-the default schedule took about 12 minutes on two CPU threads (use `accelerator="gpu"` for real
-analyses) and reached FOSCTTM 0.25 and RNA → ATAC accuracy 0.55 (three seeds), against 0.23 /
-0.56 for CCA and 0.18 / 0.59 for scJoint: scDART comes close to CCA on MOp but stays behind it,
-and its gene activity did not beat the linear prior: see `docs/benchmarks.md`.""",
+the default schedule took about 11 minutes on two CPU threads (use `accelerator="gpu"` for real
+analyses) and reached FOSCTTM 0.24 and RNA → ATAC accuracy 0.56 (three seeds), against 0.23 /
+0.56 for CCA and 0.18 / 0.59 for scJoint: scDART matches CCA's accuracy on MOp but stays behind
+it on FOSCTTM and macro-F1, and its gene activity did not beat the linear prior: see
+`docs/benchmarks.md`.""",
     ),
     (
         "code",
@@ -157,10 +163,16 @@ rooted at the L2/3 label (its medoid cell).""",
     [rna.obs["cell_type"].astype(str), mdata["atac"].obs["transferred"].astype(str)]
 )
 exc = np.isin(labels, ["L2/3", "L4/5", "L6"])
-neurons = sc.AnnData(obs=pd.DataFrame({"label": pd.Categorical(labels[exc]),
-                                       "modality": mdata.obs["modality"].to_numpy()[exc],
-                                       "true_type": mdata.obs["cell_type"].to_numpy()[exc]},
-                                      index=mdata.obs_names[exc]))
+neurons = sc.AnnData(
+    obs=pd.DataFrame(
+        {
+            "label": pd.Categorical(labels[exc]),
+            "modality": mdata.obs["modality"].to_numpy()[exc],
+            "true_type": mdata.obs["cell_type"].to_numpy()[exc],
+        },
+        index=mdata.obs_names[exc],
+    )
+)
 neurons.obsm["X_scdart"] = mdata.obsm["X_scdart"][exc]
 scx.tl.pseudotime(neurons, use_rep="X_scdart", root="L2/3", groupby="label")
 sc.pp.neighbors(neurons, use_rep="X_scdart", n_neighbors=30)
@@ -182,9 +194,12 @@ pt = neurons.obs["trajectory_pseudotime"]
 rna_idx = {f"rna_{i}": i for i in range(rna.n_obs)}
 pairs = [(f"rna_{perm[j]}", f"atac_{j}") for j in range(atac.n_obs)]
 pairs = [(r, a) for r, a in pairs if r in pt.index and a in pt.index]
-x = pt.loc[[r for r, _ in pairs]].to_numpy(); y = pt.loc[[a for _, a in pairs]].to_numpy()
-print(f"{len(pairs)} cells with both profiles among the neurons; Pearson r of their pseudotimes: "
-      f"{np.corrcoef(x, y)[0, 1]:.3f}")""",
+x = pt.loc[[r for r, _ in pairs]].to_numpy()
+y = pt.loc[[a for _, a in pairs]].to_numpy()
+print(
+    f"{len(pairs)} cells with both profiles among the neurons; Pearson r of their pseudotimes: "
+    f"{np.corrcoef(x, y)[0, 1]:.3f}"
+)""",
     ),
     (
         "md",
@@ -201,10 +216,12 @@ measured = np.log1p(measured_counts / measured_counts.sum(1, keepdims=True) * 10
 linear = np.asarray(((atac.X > 0).astype(np.float32) @ prior.T).todense())
 learned = mdata["gene_activity"].X
 
+
 def per_gene_r(pred, truth):
     p, t = pred - pred.mean(0), truth - truth.mean(0)
-    d = np.sqrt((p ** 2).sum(0) * (t ** 2).sum(0))
+    d = np.sqrt((p**2).sum(0) * (t**2).sum(0))
     return np.where(d > 0, (p * t).sum(0) / np.where(d > 0, d, 1), np.nan)
+
 
 r = pd.DataFrame(
     {"scDART": per_gene_r(learned, measured), "linear prior": per_gene_r(linear, measured)},
@@ -214,7 +231,9 @@ print(r.describe().loc[["mean", "50%"]])
 fig, ax = plt.subplots(figsize=(4, 4))
 ax.scatter(r["linear prior"], r["scDART"], s=4, alpha=0.5)
 lim = [np.nanmin(r.values), np.nanmax(r.values)]
-ax.plot(lim, lim, "k--", lw=0.8); ax.set_xlabel("linear prior r"); ax.set_ylabel("scDART r")
+ax.plot(lim, lim, "k--", lw=0.8)
+ax.set_xlabel("linear prior r")
+ax.set_ylabel("scDART r")
 ax.set_title("per-gene r with measured RNA")""",
     ),
     (
@@ -223,8 +242,10 @@ ax.set_title("per-gene r with measured RNA")""",
 full = model.get_peak_gene_weights(linked_only=False)
 linked = np.asarray(prior.todense()) > 0
 on, off = np.abs(full[linked]), np.abs(full[~linked])
-print(f"mean |w| on links {on.mean():.2e}, off links {off.mean():.2e}; share of the |w| mass "
-      f"on the {linked.mean():.3%} linked pairs: {on.sum() / np.abs(full).sum():.1%}")""",
+print(
+    f"mean |w| on links {on.mean():.2e}, off links {off.mean():.2e}; share of the |w| mass "
+    f"on the {linked.mean():.3%} linked pairs: {on.sum() / np.abs(full).sum():.1%}"
+)""",
     ),
     (
         "md",

@@ -78,12 +78,11 @@ share and trains the three scJoint stages. Every input is checked before trainin
         "code",
         """model = scx.tl.scjoint(
     mdata,
-    rna="rna",
-    atac="atac",
+    modalities=("rna", "atac"),
     labels_key="cell_type",
     annotation=annotation,
     seed=0,
-    enable_progress_bar=False,
+    trainer_kwargs={"enable_progress_bar": False},
 )
 model""",
     ),
@@ -109,8 +108,12 @@ rna_labels = mdata["rna"].obs["cell_type"].astype(str)
 mdata.obs["cell_type"] = pd.Categorical(rna_labels.reindex(mdata.obs_names))  # NaN for ATAC
 sc.pp.neighbors(mdata, use_rep="X_scjoint")
 sc.tl.umap(mdata)
-sc.pl.umap(mdata, color=["modality", "cell_type", "scjoint_label", "scjoint_confidence"], ncols=2,
-           wspace=0.5)""",
+sc.pl.umap(
+    mdata,
+    color=["modality", "cell_type", "scjoint_label", "scjoint_confidence"],
+    ncols=2,
+    wspace=0.5,
+)""",
     ),
     ("md", "## How good are the transferred labels?\n\nWe score against the hidden ATAC labels."),
     (
@@ -143,8 +146,12 @@ plt.show()""",
         """confidence = mdata["atac"].obs["scjoint_confidence"]
 correct = predicted.astype(str).to_numpy() == hidden_labels.to_numpy()
 bins = pd.cut(confidence, [0, 0.4, 0.6, 0.8, 1.0])
-pd.DataFrame({"cells": bins.value_counts().sort_index(),
-              "accuracy": pd.Series(correct).groupby(bins.to_numpy(), observed=True).mean()})""",
+pd.DataFrame(
+    {
+        "cells": bins.value_counts().sort_index(),
+        "accuracy": pd.Series(correct).groupby(bins.to_numpy(), observed=True).mean(),
+    }
+)""",
     ),
     (
         "md",
@@ -161,10 +168,17 @@ comparison with several seeds, scANVI, wall time and memory.""",
         """from scx.scjoint import REFERENCE_SETTINGS
 
 reference_run = md.MuData({"rna": rna.copy(), "atac": atac.copy()})
-scx.tl.scjoint(reference_run, labels_key="cell_type", annotation=annotation, seed=0,
-               enable_progress_bar=False, **REFERENCE_SETTINGS)
+scx.tl.scjoint(
+    reference_run,
+    labels_key="cell_type",
+    annotation=annotation,
+    seed=0,
+    trainer_kwargs={"enable_progress_bar": False},
+    **REFERENCE_SETTINGS,
+)
 reference_scores = scx.metrics.label_transfer_accuracy(
-    hidden_labels, reference_run["atac"].obs["scjoint_label"])
+    hidden_labels, reference_run["atac"].obs["scjoint_label"]
+)
 
 # CCA baseline on the same gene activity
 from sklearn.preprocessing import scale
@@ -172,9 +186,11 @@ from sklearn.preprocessing import scale
 activity = scx.pp.gene_activity(atac, annotation, genes=rna.var_names)
 shared = activity.var_names[activity.var["n_peaks"] > 0]
 
+
 def lognorm(X):
     X = X.toarray().astype(float)
     return scale(np.log1p(X / np.maximum(X.sum(1, keepdims=True), 1) * 1e4))
+
 
 z_rna, z_atac = lognorm(rna[:, shared].X), lognorm(activity[:, shared].X)
 q1, r1 = np.linalg.qr(z_rna)
@@ -188,9 +204,13 @@ cca.obsm["X_cca"] = np.vstack([cca_rna, cca_atac])
 scx.tl.transfer_labels(cca, "cell_type", use_rep="X_cca", reference="rna", query="atac")
 cca_scores = scx.metrics.label_transfer_accuracy(hidden_labels, cca["atac"].obs["transfer_label"])
 
-table = pd.DataFrame({"scJoint (scx defaults)": scores,
-                      "scJoint (reference settings)": reference_scores,
-                      "CCA + kNN": cca_scores}).T.drop(columns="n_scored")
+table = pd.DataFrame(
+    {
+        "scJoint (scx defaults)": scores,
+        "scJoint (reference settings)": reference_scores,
+        "CCA + kNN": cca_scores,
+    }
+).T.drop(columns="n_scored")
 scx.pl.metrics_table(table, title="RNA → ATAC label transfer, MOp")
 table""",
     ),
@@ -210,10 +230,16 @@ perfect, 0.5 is random.""",
 full["atac"].obs = pd.DataFrame(index=full["atac"].obs_names)
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    full_model = scx.tl.scjoint(full, labels_key="cell_type", annotation=annotation, seed=0,
-                                enable_progress_bar=False)
-fx, fy = scx.metrics.foscttm(full["rna"].obsm["X_scjoint"], full["atac"].obsm["X_scjoint"],
-                             per_cell=True)
+    full_model = scx.tl.scjoint(
+        full,
+        labels_key="cell_type",
+        annotation=annotation,
+        seed=0,
+        trainer_kwargs={"enable_progress_bar": False},
+    )
+fx, fy = scx.metrics.foscttm(
+    full["rna"].obsm["X_scjoint"], full["atac"].obsm["X_scjoint"], per_cell=True
+)
 print(f"FOSCTTM: RNA → ATAC {fx.mean():.3f}, ATAC → RNA {fy.mean():.3f}")
 per_type = pd.Series((fx + fy) / 2, index=mop.obs["cell_type"].astype(str)).groupby(level=0)
 per_type.mean().sort_values()""",

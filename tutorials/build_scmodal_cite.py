@@ -66,8 +66,16 @@ checks every name against both modalities).""",
     (
         "code",
         """links = {
-    "CD3": "CD3E", "CD56": "NCAM1", "CD11c": "ITGAX", "CD8a": "CD8A", "CD16": "FCGR3A",
-    "CD127": "IL7R", "CD154": "CD40LG", "CD4": "CD4", "CD19": "CD19", "CD14": "CD14",
+    "CD3": "CD3E",
+    "CD56": "NCAM1",
+    "CD11c": "ITGAX",
+    "CD8a": "CD8A",
+    "CD16": "FCGR3A",
+    "CD127": "IL7R",
+    "CD154": "CD40LG",
+    "CD4": "CD4",
+    "CD19": "CD19",
+    "CD14": "CD14",
 }
 # a misspelt name is an error that lists it, before any training:
 try:
@@ -88,7 +96,11 @@ uses 1,000 (the benchmark in `benchmarks/scmodal_cite.py` uses 2,000).""",
         "code",
         """STEPS = 1000
 model = scx.tl.scmodal(
-    mdata, modalities=("rna", "prot"), links=links, max_steps=STEPS, seed=0,
+    mdata,
+    modalities=("rna", "prot"),
+    links=links,
+    max_steps=STEPS,
+    seed=0,
     trainer_kwargs={"enable_progress_bar": False, "enable_model_summary": False},
 )
 record = mdata.uns["scmodal"]
@@ -160,13 +172,16 @@ sc.pp.pca(rna_log, n_comps=30, mask_var="highly_variable", random_state=0)
 neighbours, _ = knn(rna_log.obsm["X_pca"], rna_log.obsm["X_pca"], 15)
 smoothed = rna_linked[neighbours].mean(axis=1)
 
+
 def zscore(x):
     return (x - x.mean(0)) / np.maximum(x.std(0), 1e-8)
+
 
 scx.tl.impute(mdata, model, source="rna", target="prot")
 imputed = mdata["prot_from_rna"].to_df()[proteins].reset_index(drop=True)
 decoded = model.get_imputed("rna", "prot", strategy="generator")[proteins].reset_index(drop=True)
 keep = labels != "unknown"
+
 
 def score(z_rna, z_prot, prediction):
     pred, _, _ = knn_transfer(z_rna[keep], labels[keep], z_prot, n_neighbors=20)
@@ -178,6 +193,7 @@ def score(z_rna, z_prot, prediction):
         "macro-F1": acc["macro_f1"],
         "protein Pearson (mean)": float(np.mean(r)),
     }
+
 
 table = pd.DataFrame(
     {
