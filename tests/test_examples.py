@@ -77,21 +77,21 @@ def _code_blocks(path: Path) -> list[str]:
     return re.findall(r"```python\n(.*?)```", path.read_text(encoding="utf-8"), re.S)
 
 
-def _tool_calls(source: str) -> list[tuple[str, list[str]]]:
-    """``(tool name, keyword names)`` of every ``scx.tl.<tool>(...)`` call in ``source``."""
+def _scx_calls(source: str) -> list[tuple[str, list[str]]]:
+    """``(dotted name, keyword names)`` of every ``scx.<...>(...)`` call in ``source``."""
     # cell magics (``%%time``) are not Python
     code = "\n".join(line for line in source.split("\n") if not line.startswith("%"))
     calls = []
     for node in ast.walk(ast.parse(code)):
-        function = getattr(node, "func", None)
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(function, ast.Attribute)
-            and isinstance(function.value, ast.Attribute)
-            and function.value.attr == "tl"
-            and getattr(function.value.value, "id", None) == "scx"
-        ):
-            calls.append((function.attr, [k.arg for k in node.keywords if k.arg is not None]))
+        if not isinstance(node, ast.Call):
+            continue
+        function, path = node.func, []
+        while isinstance(function, ast.Attribute):
+            path.append(function.attr)
+            function = function.value
+        if getattr(function, "id", None) == "scx" and path:
+            keywords = [k.arg for k in node.keywords if k.arg is not None]
+            calls.append((".".join(reversed(path)), keywords))
     return calls
 
 
@@ -108,20 +108,29 @@ def _examples() -> list[tuple[str, str]]:
     return examples
 
 
-def test_documented_tool_calls_use_current_arguments():
-    """Docs and tutorials call ``scx.tl`` with names the tools take today.
+def test_documented_calls_use_current_names():
+    """Docs and tutorials call scx's functions by names they take today.
 
-    A renamed argument or a trainer option passed as a keyword still works, with a
-    ``FutureWarning``; an example that shows it teaches the old form.
+    A renamed argument or a trainer option passed to an ``scx.tl`` tool as a keyword still
+    works, with a ``FutureWarning``; an example that shows it teaches the old form.
     """
     import scx
 
     examples = _examples()
     n_calls, wrong = 0, []
     for where, source in examples:
-        for tool, keywords in _tool_calls(source):
+        for name, keywords in _scx_calls(source):
             n_calls += 1
-            accepted = inspect.signature(getattr(scx.tl, tool)).parameters
-            wrong += [f"{where}: scx.tl.{tool}({k}=...)" for k in keywords if k not in accepted]
-    assert n_calls > 20, f"found only {n_calls} scx.tl calls in {len(examples)} examples"
+            target = scx
+            try:
+                for part in name.split("."):
+                    target = getattr(target, part)
+            except AttributeError:
+                wrong.append(f"{where}: scx.{name} does not exist")
+                continue
+            parameters = inspect.signature(target).parameters
+            if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+                continue
+            wrong += [f"{where}: scx.{name}({k}=...)" for k in keywords if k not in parameters]
+    assert n_calls > 50, f"found only {n_calls} scx calls in {len(examples)} examples"
     assert not wrong, "\n".join(wrong)
