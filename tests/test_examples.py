@@ -77,8 +77,8 @@ def _code_blocks(path: Path) -> list[str]:
     return re.findall(r"```python\n(.*?)```", path.read_text(encoding="utf-8"), re.S)
 
 
-def _scx_calls(source: str) -> list[tuple[str, list[str]]]:
-    """``(dotted name, keyword names)`` of every ``scx.<...>(...)`` call in ``source``."""
+def _scx_calls(source: str) -> list[tuple[str, int, list[str]]]:
+    """``(dotted name, positional count, keyword names)`` of every ``scx.<...>(...)`` call."""
     # cell magics (``%%time``) are not Python
     code = "\n".join(line for line in source.split("\n") if not line.startswith("%"))
     calls = []
@@ -91,7 +91,7 @@ def _scx_calls(source: str) -> list[tuple[str, list[str]]]:
             function = function.value
         if getattr(function, "id", None) == "scx" and path:
             keywords = [k.arg for k in node.keywords if k.arg is not None]
-            calls.append((".".join(reversed(path)), keywords))
+            calls.append((".".join(reversed(path)), len(node.args), keywords))
     return calls
 
 
@@ -108,18 +108,42 @@ def _examples() -> list[tuple[str, str]]:
     return examples
 
 
-def test_documented_calls_use_current_names():
-    """Docs and tutorials call scx's functions by names they take today.
+#: ``**kwargs`` of scx functions that only exist to warn about or reject old forms; their
+#: ``*args`` likewise take only the deprecated positional forms
+CATCH_ALLS = {"unknown", "old", "deprecated"}
 
-    A renamed argument or a trainer option passed to an ``scx.tl`` tool as a keyword still
-    works, with a ``FutureWarning``; an example that shows it teaches the old form.
+
+def _wrong_arguments(target, n_positional: int, keywords: list[str]) -> list[str]:
+    """What a call passes that ``target`` takes only in a deprecated form, or not at all."""
+    parameters = inspect.signature(target).parameters.values()
+    kinds = inspect.Parameter
+    named = {p.name for p in parameters if p.kind not in (kinds.VAR_POSITIONAL, kinds.VAR_KEYWORD)}
+    if any(p.kind is kinds.VAR_KEYWORD and p.name not in CATCH_ALLS for p in parameters):
+        wrong = []
+    else:
+        wrong = [f"{k}=" for k in keywords if k not in named]
+    if any(p.kind is kinds.VAR_POSITIONAL and p.name == "args" for p in parameters):
+        positional = [
+            p for p in parameters if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)
+        ]
+        if n_positional > len(positional):
+            wrong.append(f"{n_positional - len(positional)} positional argument(s) too many")
+    return wrong
+
+
+def test_documented_calls_use_current_names():
+    """Docs and tutorials call scx's functions the way they take their arguments today.
+
+    Renamed arguments, trainer options passed to an ``scx.tl`` tool as keywords and the old
+    positional forms still work, with a ``FutureWarning``; an example that shows them teaches
+    the old form.
     """
     import scx
 
     examples = _examples()
     n_calls, wrong = 0, []
     for where, source in examples:
-        for name, keywords in _scx_calls(source):
+        for name, n_positional, keywords in _scx_calls(source):
             n_calls += 1
             target = scx
             try:
@@ -128,9 +152,24 @@ def test_documented_calls_use_current_names():
             except AttributeError:
                 wrong.append(f"{where}: scx.{name} does not exist")
                 continue
-            parameters = inspect.signature(target).parameters
-            if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-                continue
-            wrong += [f"{where}: scx.{name}({k}=...)" for k in keywords if k not in parameters]
+            wrong += [
+                f"{where}: scx.{name}: {problem}"
+                for problem in _wrong_arguments(target, n_positional, keywords)
+            ]
     assert n_calls > 50, f"found only {n_calls} scx calls in {len(examples)} examples"
     assert not wrong, "\n".join(wrong)
+
+
+def test_wrong_arguments_sees_the_old_forms():
+    import scx
+
+    assert _wrong_arguments(scx.tl.scjoint, 1, ["rna", "enable_progress_bar"]) == [
+        "rna=",
+        "enable_progress_bar=",
+    ]
+    assert _wrong_arguments(scx.tl.transfer_labels, 2, ["use_rep"]) == [
+        "1 positional argument(s) too many"
+    ]
+    assert _wrong_arguments(scx.tl.pair_cells, 3, []) == ["1 positional argument(s) too many"]
+    assert _wrong_arguments(scx.tl.pair_cells, 2, ["cutoff", "mod1"]) == ["mod1="]
+    assert _wrong_arguments(scx.tl.transfer_labels, 1, ["labels_key", "use_rep"]) == []

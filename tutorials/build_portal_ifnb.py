@@ -37,7 +37,8 @@ import scanpy as sc
 
 import scx
 
-warnings.filterwarnings("ignore", category=FutureWarning)
+# deprecation notices of scanpy, anndata and mudata; scx's own warnings stay visible
+warnings.filterwarnings("ignore", category=FutureWarning, module="scanpy|anndata|mudata")
 sc.set_figure_params(dpi=80, frameon=False)
 
 DATA = scx.datasets.data_dir(default="../../shared/data")

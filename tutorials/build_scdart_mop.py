@@ -38,7 +38,8 @@ import torch
 
 import scx
 
-warnings.filterwarnings("ignore")
+# deprecation notices of scanpy, anndata and mudata; scx's own warnings stay visible
+warnings.filterwarnings("ignore", category=FutureWarning, module="scanpy|anndata|mudata")
 mudata.set_options(pull_on_update=False)
 sc.set_figure_params(dpi=80, frameon=False)
 torch.set_num_threads(1)  # small networks: one thread is fastest on a busy CPU

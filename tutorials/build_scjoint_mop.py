@@ -38,7 +38,8 @@ import scanpy as sc
 
 import scx
 
-warnings.filterwarnings("ignore", category=FutureWarning)
+# deprecation notices of scanpy, anndata and mudata; scx's own warnings stay visible
+warnings.filterwarnings("ignore", category=FutureWarning, module="scanpy|anndata|mudata")
 md.set_options(pull_on_update=False)
 sc.set_figure_params(dpi=80, frameon=False)
 
@@ -201,7 +202,7 @@ cca_rna = u / np.linalg.norm(u, axis=1, keepdims=True)
 cca_atac = v / np.linalg.norm(v, axis=1, keepdims=True)
 cca = md.MuData({"rna": rna.copy(), "atac": atac.copy()})
 cca.obsm["X_cca"] = np.vstack([cca_rna, cca_atac])
-scx.tl.transfer_labels(cca, "cell_type", use_rep="X_cca", reference="rna", query="atac")
+scx.tl.transfer_labels(cca, labels_key="cell_type", use_rep="X_cca", reference="rna", query="atac")
 cca_scores = scx.metrics.label_transfer_accuracy(hidden_labels, cca["atac"].obs["transfer_label"])
 
 table = pd.DataFrame(
@@ -228,15 +229,13 @@ perfect, 0.5 is random.""",
         "code",
         """full = md.MuData({"rna": mop["rna"].copy(), "atac": mop["atac"].copy()})
 full["atac"].obs = pd.DataFrame(index=full["atac"].obs_names)
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    full_model = scx.tl.scjoint(
-        full,
-        labels_key="cell_type",
-        annotation=annotation,
-        seed=0,
-        trainer_kwargs={"enable_progress_bar": False},
-    )
+full_model = scx.tl.scjoint(
+    full,
+    labels_key="cell_type",
+    annotation=annotation,
+    seed=0,
+    trainer_kwargs={"enable_progress_bar": False},
+)
 fx, fy = scx.metrics.foscttm(
     full["rna"].obsm["X_scjoint"], full["atac"].obsm["X_scjoint"], per_cell=True
 )

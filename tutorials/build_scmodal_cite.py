@@ -41,7 +41,10 @@ import torch
 import scx
 from scx._neighbors import knn, knn_transfer
 
-warnings.filterwarnings("ignore")
+# deprecation notices of scanpy, anndata and mudata; scx's own warnings stay visible
+warnings.filterwarnings("ignore", category=FutureWarning, module="scanpy|anndata|mudata")
+# CD4, CD14 and CD19 name a protein and a gene: mudata says so at every update of the MuData
+warnings.filterwarnings("ignore", message="Cannot join columns with the same name")
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 sc.set_figure_params(dpi=80, frameon=False)
 torch.set_num_threads(1)  # small networks on a shared 2-core machine
@@ -128,10 +131,10 @@ cell type.""",
         {
             "modality": np.repeat(["RNA", "protein"], [rna.n_obs, prot.n_obs]),
             "cell_type": np.concatenate([labels, labels]),
-        }
+        },
+        index=[*mdata["rna"].obs_names, *mdata["prot"].obs_names],
     ),
 )
-joint.obs_names = [*mdata["rna"].obs_names, *mdata["prot"].obs_names]
 sc.pp.neighbors(joint, use_rep="X", random_state=0)
 sc.tl.umap(joint, random_state=0)
 sc.pl.umap(joint, color=["modality", "cell_type"], wspace=0.4)""",
@@ -237,7 +240,7 @@ fig.tight_layout()""",
         """markers = ["CD19", "CD14", "CD8a", "CD16"]
 view = sc.AnnData(
     np.hstack([imputed[markers].to_numpy(), measured[markers].to_numpy()]),
-    obs=pd.DataFrame({"cell_type": labels}),
+    obs=pd.DataFrame({"cell_type": labels}, index=mdata["rna"].obs_names),
 )
 view.var_names = [f"{p} imputed" for p in markers] + [f"{p} measured" for p in markers]
 view.obsm["X_umap"] = joint[: rna.n_obs].obsm["X_umap"]
