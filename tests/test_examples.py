@@ -32,15 +32,18 @@ def _cells(builder: Path) -> list[tuple[str, str]]:
     return module.CELLS
 
 
+def _notebook_path(builder: Path) -> Path:
+    return TUTORIALS / f"{builder.stem.removeprefix('build_')}.ipynb"
+
+
 def _notebook(builder: Path) -> dict:
-    path = TUTORIALS / f"{builder.stem.removeprefix('build_')}.ipynb"
-    return json.loads(path.read_text(encoding="utf-8"))
+    return json.loads(_notebook_path(builder).read_text(encoding="utf-8"))
 
 
 def test_every_builder_has_its_notebook():
     assert BUILDERS, f"no tutorial builders under {TUTORIALS}"
     for builder in BUILDERS:
-        assert (TUTORIALS / f"{builder.stem.removeprefix('build_')}.ipynb").exists(), builder
+        assert _notebook_path(builder).exists(), builder
 
 
 @pytest.mark.parametrize("builder", BUILDERS, ids=lambda path: path.stem)
@@ -55,7 +58,7 @@ def test_notebook_cells_match_builder(builder):
         if source != "".join(cell["source"])
     ]
     assert not stale, (
-        f"cells {stale} of {builder.stem.removeprefix('build_')}.ipynb differ from "
+        f"cells {stale} of {_notebook_path(builder).name} differ from "
         f"{builder.name}: rebuild it with `python tutorials/{builder.name} --execute`"
     )
 
