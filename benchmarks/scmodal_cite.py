@@ -33,7 +33,7 @@ Peers, all in this run and each in its own process (time and peak memory are its
   ``--score-anchors off on`` adds the run with ``score_anchors=True`` beside it.
 
 Run: ``python benchmarks/scmodal_cite.py [--steps 2000] [--seeds 0 1] [--threads 2]
-[--matmul-precision medium] [--score-anchors off on]``.
+[--matmul-precision medium] [--trainer-precision 32-true] [--score-anchors off on]``.
 """
 
 from __future__ import annotations
@@ -63,6 +63,8 @@ LINKS = {
 EXCLUDE = "unknown"
 #: How the parent process hands ``--matmul-precision`` to the runs (each in its own process).
 PRECISION_ENV = "SCX_BENCH_MATMUL_PRECISION"
+#: How it hands ``--trainer-precision`` to the scMODAL runs ("" or unset: scx's default).
+TRAINER_PRECISION_ENV = "SCX_BENCH_TRAINER_PRECISION"
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
 
 
@@ -219,6 +221,7 @@ def run_scmodal(data_dir, seed: int, steps: int, score_anchors: bool = False) ->
     import scx
 
     mdata, labels, measured, _ = load(data_dir)
+    precision = os.environ.get(TRAINER_PRECISION_ENV)
     model = scx.tl.scmodal(
         mdata,
         modalities=("rna", "prot"),
@@ -226,7 +229,7 @@ def run_scmodal(data_dir, seed: int, steps: int, score_anchors: bool = False) ->
         max_steps=steps,
         score_anchors=score_anchors,
         seed=seed,
-        trainer_kwargs=QUIET,
+        trainer_kwargs={**QUIET, **({"precision": precision} if precision else {})},
     )
     scx.tl.impute(mdata, model, source="rna", target="prot", to="obsm")
     prediction = mdata["rna"].obsm["scmodal_prot"]
@@ -256,11 +259,33 @@ def main() -> None:
         default="highest",
         help="scx.settings.matmul_precision of the scx runs",
     )
+    parser.add_argument(
+        "--trainer-precision",
+        choices=["default", "32-true", "bf16-mixed"],
+        default="default",
+        help="Lightning precision of the scMODAL runs (default: scx's, bf16-mixed on CPUs "
+        "with bfloat16 units, else 32-true)",
+    )
     add_anchor_variants(parser)
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     os.environ[PRECISION_ENV] = args.matmul_precision
-    print(f"torch threads per run: {args.threads}; matmul precision: {args.matmul_precision}")
+    os.environ[TRAINER_PRECISION_ENV] = (
+        "" if args.trainer_precision == "default" else args.trainer_precision
+    )
+    import torch
+
+    from scx.train import native_bfloat16
+
+    trainer_precision = args.trainer_precision
+    if trainer_precision == "default":
+        units = native_bfloat16(torch.device("cpu"))
+        trainer_precision = "bf16-mixed" if units else "32-true"
+        trainer_precision += f" (scx's default on this CPU: bfloat16 units {units})"
+    print(
+        f"torch threads per run: {args.threads}; matmul precision: {args.matmul_precision}; "
+        f"scMODAL trainer precision: {trainer_precision}"
+    )
     data_dir = find_data_dir()
     runs = {
         "linked": (run_linked, (data_dir, 0)),

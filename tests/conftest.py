@@ -26,6 +26,25 @@ torch.set_num_threads(int(os.environ.get("SCX_TEST_THREADS", "1")))
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def float32_training_on_every_cpu():
+    """Train in float32 whatever the CPU.
+
+    scMODAL trains in bfloat16 by default on CPUs with bfloat16 units; the suite checks the
+    same arithmetic on every machine, and the tests of that default ask for such a CPU
+    (``cpu_with_bfloat16_units``).
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(scx.train._fit, "native_bfloat16", lambda device: False)
+        yield
+
+
+@pytest.fixture
+def cpu_with_bfloat16_units(monkeypatch):
+    """Make every CPU count as one with bfloat16 units (``scx.train.native_bfloat16``)."""
+    monkeypatch.setattr(scx.train._fit, "native_bfloat16", lambda device: device.type == "cpu")
+
+
 class RecordIterates(Callback):
     """The trained module's parameters after every training step (``trainer_kwargs`` callback)."""
 

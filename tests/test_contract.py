@@ -316,6 +316,18 @@ def test_bf16_mixed_precision_trains(name):
         assert finite.size and np.isfinite(finite).all()
 
 
+@pytest.mark.parametrize("bfloat16_units", [False, True])
+@pytest.mark.parametrize("name", list(CASES))
+def test_training_precision_is_recorded(name, bfloat16_units, monkeypatch):
+    """Float32 unless the CPU has bfloat16 units and the method trains in bfloat16 there
+    (scMODAL only); ``params["precision"]`` says which."""
+    monkeypatch.setattr(scx.train._fit, "native_bfloat16", lambda device: bfloat16_units)
+    case = CASES[name]()
+    case.tool(case.data, seed=0, trainer_kwargs=QUIET, check_mixing=False, **case.kwargs)
+    expected = "bf16-mixed" if bfloat16_units and name == "scmodal" else "32-true"
+    assert case.data.uns[name]["params"]["precision"] == expected
+
+
 #: Each method's default batch size: every case's data has a modality smaller than it.
 DEFAULT_BATCH_SIZES = {
     "scjoint": scx.scjoint._model.DEFAULT_BATCH_SIZE,

@@ -89,6 +89,37 @@ def test_averaged_weights_align_planted_types(seed):
     assert transfer_accuracy(mdata) > 0.85
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_bfloat16_default_aligns_planted_types(seed, cpu_with_bfloat16_units):
+    """On a CPU with bfloat16 units the default is bf16-mixed training, recorded, and learns."""
+    mdata = make_linked(seed)
+    links = protein_to_gene(mdata)
+    model = scx.tl.scmodal(mdata, modalities=ROLES, links=links, seed=seed, **FAST)
+    assert str(model.trainer.precision) == "bf16-mixed"
+    assert mdata.uns["scmodal"]["params"]["precision"] == "bf16-mixed"
+    # the embedding is computed after training, in float32
+    assert mdata["rna"].obsm["X_scmodal"].dtype == np.float32
+    assert transfer_accuracy(mdata) > 0.85
+
+
+def test_bfloat16_default_is_seeded_and_yields_to_trainer_precision(cpu_with_bfloat16_units):
+    mdata = make_linked()
+    links = protein_to_gene(mdata)
+    runs = [mdata.copy() for _ in range(2)]
+    for run in runs:
+        scx.tl.scmodal(run, modalities=ROLES, links=links, seed=3, **{**FAST, "max_steps": 30})
+    np.testing.assert_array_equal(runs[0].obsm["X_scmodal"], runs[1].obsm["X_scmodal"])
+    fast = {**FAST, "trainer_kwargs": {**QUIET, "precision": "32-true"}, "max_steps": 30}
+    model = scx.tl.scmodal(mdata, modalities=ROLES, links=links, seed=3, **fast)
+    assert str(model.trainer.precision) == "32-true"
+    assert mdata.uns["scmodal"]["params"]["precision"] == "32-true"
+
+
+def test_native_bfloat16_only_on_cpus():
+    assert scx.train.native_bfloat16(torch.device("meta")) is False
+    assert isinstance(scx.train.native_bfloat16(torch.device("cpu")), bool)
+
+
 @pytest.mark.parametrize("strategy", ["neighbors", "generator"])
 def test_imputed_protein_follows_the_planted_profiles(linked_run, strategy):
     mdata, model = linked_run
@@ -407,6 +438,27 @@ def test_minibatch_without_anchor_pairs_gives_finite_loss():
     expected = 0.75 * ((z_a[0] - z_b[0]) ** 2).mean() + 0.25 * ((z_a[2] - z_b[1]) ** 2).mean()
     torch.testing.assert_close(anchor_loss(z_a, z_b, weights), expected)
     assert anchor_loss(z_a, z_b, torch.zeros(3, 2)) == 0
+
+
+def test_anchors_and_anchor_term_stay_float32_under_bfloat16_autocast():
+    """Mixed precision rounds the networks' products, not the anchor search or distances."""
+    module = SCMODALModule(40, 12, list(range(6)), list(range(6)), n_latent=8, n_hidden=32)
+    batch = {"A": {"X": torch.randn(200, 40)}, "B": {"X": torch.randn(200, 12)}}
+    exact = module.forward_step(batch, 0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = module.forward_step(batch, 0)
+        assert mixed["z_a"].dtype == torch.bfloat16  # the networks do run in bfloat16
+        term = anchor_loss(mixed["z_a"], mixed["z_b"], mixed["anchors"])
+    assert torch.equal(mixed["anchors"], exact["anchors"])
+    torch.testing.assert_close(mixed["kernel_a"], exact["kernel_a"])
+    # close latents: the distance expansion must not cancel in bfloat16
+    z = torch.randn(50, 8) * 10
+    near = z + 1e-2 * torch.randn(50, 8)
+    pairs = torch.eye(50, dtype=torch.bool)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        close = anchor_loss(z, near, pairs)
+    assert term.dtype == close.dtype == torch.float32
+    torch.testing.assert_close(close, anchor_loss(z, near, pairs))
 
 
 def test_geometry_term_is_capped_and_discriminator_separate():

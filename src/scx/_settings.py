@@ -9,7 +9,8 @@
   :func:`torch.set_float32_matmul_precision`; ``None`` keeps torch's own setting). ``"medium"``
   lets the CPU's bfloat16 units (AVX512-BF16 / AMX) or a GPU's tensor cores do the products,
   with float32 accumulation: 1.7–1.9× faster training of scMODAL's wide networks on such a
-  CPU (measured), at the cost of bfloat16 rounding of each product's inputs.
+  CPU (measured), at the cost of bfloat16 rounding of each product's inputs. (scMODAL trains in
+  Lightning's ``"bf16-mixed"`` precision by default on such CPUs, which is faster still.)
 * ``retain_freed_memory``: while scx trains, keep the memory that tensors free in the process
   instead of handing it back to the operating system (glibc's ``malloc`` on Linux only). A
   training step frees and re-allocates the same large tensors (activations, gradients, the

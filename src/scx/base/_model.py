@@ -129,6 +129,9 @@ class MultiModalModelBase(BaseModelClass):
     _data_checks: ClassVar[dict[str, Callable]] = {}
     #: ``__init__`` arguments that :meth:`prepare_inputs` derives from the data (not settings).
     _data_init_args: ClassVar[tuple[str, ...]] = ()
+    #: Train in bfloat16 mixed precision on CPUs with bfloat16 units unless the trainer options
+    #: name a precision (see :func:`scx.train.fit`).
+    _bfloat16_on_cpu: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ settings
     @classmethod
@@ -480,8 +483,13 @@ class MultiModalModelBase(BaseModelClass):
         return settings
 
     def _record_train(self, settings: Mapping[str, Any], **resolved: Any) -> None:
-        """Record the settings a ``train`` call used, with the defaults it resolved."""
-        self.train_params_ = {**settings, **resolved}
+        """Record the settings a ``train`` call used, with the defaults it resolved.
+
+        The trainer's precision is recorded with them (``"32-true"``, ``"bf16-mixed"``, …).
+        """
+        trainer = getattr(self, "trainer", None)
+        precision = {} if trainer is None else {"precision": str(trainer.precision)}
+        self.train_params_ = {**settings, **precision, **resolved}
 
     def recorded_params(self) -> dict[str, Any]:
         """Every setting the model used: its data arguments, ``__init__`` and ``train``."""
@@ -584,6 +592,7 @@ class MultiModalModelBase(BaseModelClass):
             accelerator=accelerator,
             devices=devices,
             trainer_kwargs=trainer_kwargs,
+            bfloat16_on_cpu=self._bfloat16_on_cpu,
         )
         history = dict(self.history_ or {})
         if stage is not None and history:

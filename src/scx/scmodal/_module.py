@@ -101,13 +101,16 @@ def anchor_loss(z_a: torch.Tensor, z_b: torch.Tensor, anchors: torch.Tensor) -> 
     The reference divides by the number of pairs and returns NaN for a mini-batch without any
     mutual pair; here such a batch simply contributes nothing.
     """
-    weights = anchors.to(z_a.dtype)
-    # ‖z_a,i − z_b,j‖² / n_latent for all pairs, without forming an (n, n, d) tensor
-    sq = (z_a.pow(2).sum(1, keepdim=True) + z_b.pow(2).sum(1)[None, :] - 2 * z_a @ z_b.T).clamp_min(
-        0
-    ) / z_a.shape[1]
-    total = weights.sum()
-    return (weights * sq).sum() / torch.where(total > 0, total, torch.ones_like(total))
+    # float32 under mixed precision: anchored cells are close, and the expansion below cancels
+    with torch.autocast(z_a.device.type, enabled=False):
+        z_a, z_b = z_a.float(), z_b.float()
+        weights = anchors.to(z_a.dtype)
+        # ‖z_a,i − z_b,j‖² / n_latent for all pairs, without forming an (n, n, d) tensor
+        sq = (
+            z_a.pow(2).sum(1, keepdim=True) + z_b.pow(2).sum(1)[None, :] - 2 * z_a @ z_b.T
+        ).clamp_min(0) / z_a.shape[1]
+        total = weights.sum()
+        return (weights * sq).sum() / torch.where(total > 0, total, torch.ones_like(total))
 
 
 class SCMODALModule(ModuleBase):
@@ -247,7 +250,8 @@ class SCMODALModule(ModuleBase):
         # each generator decodes both modalities' latents in one pass (reconstruction + cycle)
         x_aa, x_ba = apply_jointly(self.generators[0], z_a, z_b)
         x_ab, x_bb = apply_jointly(self.generators[1], z_a, z_b)
-        with torch.no_grad():
+        # float32 under mixed precision: bfloat16 cosines tie, and the ties would pick anchors
+        with torch.no_grad(), torch.autocast(x_a.device.type, enabled=False):
             # the inputs' kernels serve the geometry term and the anchor scores
             kernel_a, kernel_b = kernel_rows(x_a), kernel_rows(x_b)
             anchors = mutual_nearest_neighbors(

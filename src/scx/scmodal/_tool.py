@@ -62,7 +62,9 @@ trains :class:`scx.model.SCMODAL`. Then writes
   only: correct scMODAL runs keep each modality's fine structure apart, so no warning).
 
 Every input is checked before any work; nothing is written unless training succeeds. Impute
-one modality from the other with :func:`scx.tl.impute`.
+one modality from the other with :func:`scx.tl.impute`. On a CPU with bfloat16 units the
+training runs in bfloat16 mixed precision unless ``trainer_kwargs`` names a ``precision``
+(``params["precision"]`` records it; see :meth:`scx.model.SCMODAL.train`).
 
 {parameters}
 

@@ -6,6 +6,7 @@ from ._fit import (
     check_devices,
     check_trainer_kwargs,
     fit,
+    native_bfloat16,
     training_length,
     unknown_name_message,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "check_trainer_kwargs",
     "fit",
     "mixed_precision",
+    "native_bfloat16",
     "training_length",
     "unknown_name_message",
 ]

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import ProgressBar as ProgressBarBase
 from scvi.model._utils import parse_device_args
 from scvi.train import Trainer
@@ -136,6 +137,19 @@ def check_devices(accelerator: Any, devices: Any) -> None:
             f"machine: {err} Pass an accelerator it has ('auto' picks one) and a number of "
             "devices it provides (e.g. `devices=1`)."
         ) from err
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` is a CPU with bfloat16 matrix units (AVX512-BF16 or AMX).
+
+    On such a CPU a bfloat16 product with float32 accumulation runs about twice as fast as
+    float32 inputs converted product by product (``set_float32_matmul_precision("medium")``);
+    without the units bfloat16 is emulated and no faster.
+    """
+    if device.type != "cpu":
+        return False
+    capabilities = getattr(torch.cpu, "get_capabilities", dict)()
+    return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
 
 
 def training_length(
@@ -281,6 +295,7 @@ def fit(
     accelerator: str = "auto",
     devices: int | list[int] | str = "auto",
     trainer_kwargs: Mapping[str, Any] | None = None,
+    bfloat16_on_cpu: bool = False,
 ) -> None:
     """Train ``plan`` on ``datamodule`` for ``n_epochs`` and set ``model``'s training state.
 
@@ -288,6 +303,10 @@ def fit(
     an error): builds scvi's :class:`~scvi.train.Trainer` with scx's defaults, fits, stores the
     history, leaves the module in evaluation mode on the training device, and restores the
     caller's global state. A Ctrl-C raises ``KeyboardInterrupt`` (Lightning would exit).
+
+    ``bfloat16_on_cpu``: train in Lightning's ``"bf16-mixed"`` precision when
+    ``trainer_kwargs`` names no ``precision`` and the training device is a CPU with bfloat16
+    units (:func:`native_bfloat16`); for models whose step is bound by dense matrix products.
     """
     options = check_trainer_kwargs(trainer_kwargs)
     strategy = options.get("strategy")
@@ -311,6 +330,13 @@ def fit(
     accelerator, lightning_devices, device = parse_device_args(
         accelerator=accelerator, devices=devices, return_device="torch"
     )
+    if bfloat16_on_cpu and "precision" not in options and native_bfloat16(device):
+        options["precision"] = "bf16-mixed"
+        logger.info(
+            "%s: training in bfloat16 mixed precision (this CPU has bfloat16 units); pass "
+            "`trainer_kwargs={'precision': '32-true'}` for float32.",
+            label,
+        )
     main_thread = threading.current_thread() is threading.main_thread()
     sigint = signal.getsignal(signal.SIGINT) if main_thread else None
     with (
