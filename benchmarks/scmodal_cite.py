@@ -244,6 +244,7 @@ def run_scmodal(data_dir, seed: int, steps: int, score_anchors: bool = False) ->
     generator = model.get_imputed("rna", "prot", strategy="generator")
     r = _pearson(generator[measured.columns].reset_index(drop=True), measured)
     out["pearson_generator"] = float(np.mean(list(r.values())))
+    out["precision"] = str(model.trainer.precision)
     return out
 
 
@@ -273,18 +274,9 @@ def main() -> None:
     os.environ[TRAINER_PRECISION_ENV] = (
         "" if args.trainer_precision == "default" else args.trainer_precision
     )
-    import torch
-
-    from scx.train import native_bfloat16
-
-    trainer_precision = args.trainer_precision
-    if trainer_precision == "default":
-        units = native_bfloat16(torch.device("cpu"))
-        trainer_precision = "bf16-mixed" if units else "32-true"
-        trainer_precision += f" (scx's default on this CPU: bfloat16 units {units})"
     print(
         f"torch threads per run: {args.threads}; matmul precision: {args.matmul_precision}; "
-        f"scMODAL trainer precision: {trainer_precision}"
+        f"scMODAL trainer precision: {args.trainer_precision} (each run prints the one it used)"
     )
     data_dir = find_data_dir()
     runs = {
@@ -303,8 +295,10 @@ def main() -> None:
         if any(name.startswith(s) for s in args.skip):
             continue
         out = run_isolated(fn, *fn_args)
+        precision = out["result"].pop("precision", None)
         rows[name] = {**out["result"], "time_s": out["time_s"], "peak_mb": out["peak_mb"]}
-        print(name, {k: round(v, 3) for k, v in rows[name].items()}, flush=True)
+        trained_in = f" [trainer precision {precision}]" if precision else ""
+        print(name + trained_in, {k: round(v, 3) for k, v in rows[name].items()}, flush=True)
     table = pd.DataFrame(rows).T
     main_cols = ["foscttm", "acc_k20", "acc_1nn", "f1_k20", "pearson_mean", "pearson_knn30"]
     main_cols += ["pearson_generator", "time_s", "peak_mb"]

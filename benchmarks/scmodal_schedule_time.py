@@ -45,8 +45,7 @@ def main() -> None:
 
     import torch
 
-    units = scx.train.native_bfloat16(torch.device("cpu"))
-    print(f"bfloat16 units: {units} (scMODAL's default: {'bf16-mixed' if units else '32-true'})")
+    print(f"bfloat16 units: {scx.train.native_bfloat16(torch.device('cpu'))}")
 
     def run(steps: int, trainer_precision: str = "32-true") -> float:
         start = time.perf_counter()
