@@ -107,18 +107,24 @@ def run_scanvi(rna, gene_activity, seed: int = 0) -> np.ndarray:
     return np.asarray(prediction)[(adata.obs["modality"] == "atac").to_numpy()]
 
 
-def run_atac_supervised(atac_peaks, truth: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Cross-validated logistic regression on ATAC LSI with the ATAC labels (upper reference)."""
-    _quiet()
+def atac_lsi(atac_peaks, seed: int = 0, n_components: int = 50) -> np.ndarray:
+    """Standardised LSI (TF-IDF, SVD) of the binarised peaks without its first (depth) component."""
     from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfTransformer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     binary = (atac_peaks.X > 0).astype(np.float32)
     tfidf = TfidfTransformer(norm="l2", sublinear_tf=True).fit_transform(binary)
-    lsi = TruncatedSVD(51, random_state=seed).fit_transform(tfidf)[:, 1:]
-    lsi = (lsi - lsi.mean(0)) / lsi.std(0)
+    lsi = TruncatedSVD(n_components + 1, random_state=seed).fit_transform(tfidf)[:, 1:]
+    return (lsi - lsi.mean(0)) / lsi.std(0)
+
+
+def run_atac_supervised(atac_peaks, truth: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Cross-validated logistic regression on ATAC LSI with the ATAC labels (upper reference)."""
+    _quiet()
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    lsi = atac_lsi(atac_peaks, seed)
     folds = StratifiedKFold(5, shuffle=True, random_state=seed)
     classifier = LogisticRegression(max_iter=2000)
     return cross_val_predict(classifier, lsi, truth, cv=folds)
