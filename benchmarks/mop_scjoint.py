@@ -53,8 +53,11 @@ def _quiet() -> None:
 
 
 # ---------------------------------------------------------------------------- methods
-def run_scjoint(rna, atac_peaks, annotation: str, kwargs: dict) -> np.ndarray:
-    """scx.tl.scjoint from raw RNA counts and ATAC peaks (gene activity computed inside)."""
+def run_scjoint(rna, atac_peaks, annotation: str | None, kwargs: dict) -> np.ndarray:
+    """scx.tl.scjoint from raw RNA counts and ATAC peaks (gene activity computed inside).
+
+    With ``annotation=None`` the ATAC modality must already be gene-level.
+    """
     _quiet()
     import mudata
 
@@ -131,6 +134,15 @@ def run_atac_supervised(atac_peaks, truth: np.ndarray, seed: int = 0) -> np.ndar
 
 
 # ---------------------------------------------------------------------------- main
+def load_mop():
+    """The MOp SNARE-seq2 MuData and the path of the mm10 gene annotation."""
+    import mudata
+
+    data = find_data_dir()
+    mdata = mudata.read_h5mu(data / "mop_snareseq2" / "mop_snareseq2.h5mu")
+    return mdata, str(data / ANNOTATION)
+
+
 def split_halves(mdata, annotation: str, split: int):
     """RNA half (labelled), ATAC half (labels hidden), its gene activity and the hidden truth."""
     import scx
@@ -201,11 +213,7 @@ def main() -> None:
     if args.scjoint_seeds < 1:
         parser.error("--scjoint-seeds must be a positive integer")
     _quiet()
-    import mudata
-
-    data = find_data_dir()
-    mdata = mudata.read_h5mu(data / "mop_snareseq2" / "mop_snareseq2.h5mu")
-    annotation = str(data / ANNOTATION)
+    mdata, annotation = load_mop()
     if args.splits is not None:
         mdata, description = select_nuclei(mdata, args.cell_types, args.labels)
         over_splits(mdata, annotation, args.splits, description, variants, args.scjoint_seeds)

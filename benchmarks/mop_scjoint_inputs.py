@@ -25,9 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from _baselines import cca_embeddings
-from _common import find_data_dir
-from mop_scjoint import ANNOTATION, _quiet, _scores, atac_lsi, split_halves
+from mop_scjoint import _quiet, _scores, atac_lsi, load_mop, run_cca, run_scjoint, split_halves
 
 
 def smoothed_activity(atac_peaks, gene_activity, n_neighbors: int) -> sparse.csr_matrix:
@@ -45,35 +43,18 @@ def smoothed_activity(atac_peaks, gene_activity, n_neighbors: int) -> sparse.csr
 
 
 def transfer(
-    rna, gene_activity, atac_input, seed: int, binarise_rna: bool = False, **scjoint_kwargs
+    rna, gene_activity, atac_input, annotation, seed: int, binarise_rna: bool = False, **kwargs
 ):
     """Labels from scJoint (``rna`` + ``atac_input``) and from CCA (``rna`` + ``gene_activity``).
 
     CCA always sees the RNA counts; ``binarise_rna`` hands scJoint the binarised RNA.
     """
-    import mudata
-
-    import scx
-    from scx._neighbors import knn_transfer
-
-    labels = rna.obs["cell_type"].astype(str).to_numpy()
     genes = rna.var_names.intersection(gene_activity.var_names)
-    activity = gene_activity[:, genes].X
-    keep = np.asarray(activity.sum(axis=0)).ravel() > 0
-    u, v = cca_embeddings(rna[:, genes].X[:, keep], activity[:, keep], 30)
-    cca = knn_transfer(u, labels, v, n_neighbors=30)[0]
+    cca = run_cca(rna[:, genes], gene_activity[:, genes])
     if binarise_rna:
         rna = rna.copy()
         rna.X = (rna.X > 0).astype(np.float32)
-    joint = mudata.MuData({"rna": rna, "atac": atac_input})
-    scx.tl.scjoint(
-        joint,
-        labels_key="cell_type",
-        seed=seed,
-        trainer_kwargs={"enable_progress_bar": False},
-        **scjoint_kwargs,
-    )
-    return joint["atac"].obs["scjoint_label"].astype(str).to_numpy(), cca
+    return run_scjoint(rna, atac_input, annotation, {"seed": seed, **kwargs}), cca
 
 
 def main() -> None:
@@ -84,14 +65,11 @@ def main() -> None:
     args = parser.parse_args()
     _quiet()
     import anndata as ad
-    import mudata
     import scanpy as sc
     import torch
 
     print(f"torch threads: {torch.get_num_threads()}")
-    data = find_data_dir()
-    mdata = mudata.read_h5mu(data / "mop_snareseq2" / "mop_snareseq2.h5mu")
-    annotation = str(data / ANNOTATION)
+    mdata, annotation = load_mop()
     rows = []
     for split in args.splits:
         rna, atac, activity, truth = split_halves(mdata, annotation, split)
@@ -105,12 +83,10 @@ def main() -> None:
             var=pd.DataFrame(index=activity.var_names),
         )
         variants = {
-            "shared genes": transfer(rna, activity, atac, split, annotation=annotation),
-            f"HVG {args.hvg}": transfer(
-                rna[:, variable].copy(), activity, atac, split, annotation=annotation
-            ),
+            "shared genes": transfer(rna, activity, atac, annotation, split),
+            f"HVG {args.hvg}": transfer(rna[:, variable].copy(), activity, atac, annotation, split),
             f"ATAC smoothed k={args.smooth_k}": transfer(
-                rna, smoothed, smoothed, split, binarise_rna=True, input_transform="none"
+                rna, smoothed, smoothed, None, split, binarise_rna=True, input_transform="none"
             ),
         }
         for variant, (scjoint, cca) in variants.items():

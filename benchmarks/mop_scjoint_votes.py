@@ -30,8 +30,7 @@ import pandas as pd
 from scipy import sparse
 
 from _baselines import cca_embeddings
-from _common import find_data_dir
-from mop_scjoint import ANNOTATION, _quiet, split_halves
+from mop_scjoint import _quiet, load_mop, split_halves
 
 N_NEIGHBORS = 30
 
@@ -117,9 +116,7 @@ def main() -> None:
     import scx
 
     print(f"torch threads: {torch.get_num_threads()}")
-    data = find_data_dir()
-    mdata = mudata.read_h5mu(data / "mop_snareseq2" / "mop_snareseq2.h5mu")
-    annotation = str(data / ANNOTATION)
+    mdata, annotation = load_mop()
     rules = ["uniform", "hubness", "hubness^0.5", "csls", "label propagation"]
     rows = []
     for split in args.splits:
