@@ -25,7 +25,8 @@ embedding, rather than the embedding, is what loses them: on each random split (
 * ``ensemble of N seeds`` (scJoint only): the N models' 30-NN votes summed.
 
 Run: ``python benchmarks/mop_scjoint_votes.py`` (five splits, about two minutes on 2 CPU
-cores; ``--ensemble 5`` about four).
+cores; ``--ensemble 5`` about four). ``--labels`` and ``--cell-types`` select the pairing as in
+``mop_scjoint.py``.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import pandas as pd
 from scipy import sparse
 
 from _baselines import cca_embeddings
-from mop_scjoint import _quiet, atac_lsi, load_mop, split_halves
+from mop_scjoint import _quiet, atac_lsi, load_mop, select_nuclei, split_halves
 
 N_NEIGHBORS = 30
 
@@ -152,6 +153,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--splits", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--ensemble", type=int, default=1, help="scJoint seeds per split")
+    parser.add_argument(
+        "--cell-types", nargs="+", default=None, help="as in mop_scjoint.py, e.g. L2/3 L4/5 L6"
+    )
+    parser.add_argument(
+        "--labels", default="cell_type", help="as in mop_scjoint.py, e.g. cell_type_fine"
+    )
     args = parser.parse_args()
     _quiet()
     import mudata
@@ -161,6 +168,7 @@ def main() -> None:
 
     print(f"torch threads: {torch.get_num_threads()}")
     mdata, annotation = load_mop()
+    mdata, description = select_nuclei(mdata, args.cell_types, args.labels)
     rules = ["uniform", "hubness", "hubness^0.5", "csls", "label propagation", "coral"]
     rows = []
     for split in args.splits:
@@ -200,7 +208,7 @@ def main() -> None:
     summary = frame.groupby(["embedding", "rule"], sort=False)[
         ["accuracy", "macro_f1", "balanced_acc"]
     ].agg(["mean", "std"])
-    print(f"\nVote rules over {len(args.splits)} random MOp splits (cell_type)")
+    print(f"\nVote rules over {len(args.splits)} random MOp splits ({description})")
     print(summary.round(3).to_string())
     wide = frame.pivot_table(index="split", columns=["embedding", "rule"], values="macro_f1")
     accuracy = frame.pivot_table(index="split", columns=["embedding", "rule"], values="accuracy")
