@@ -190,16 +190,22 @@ def main() -> None:
             )
             z_rna, z_atac = joint["rna"].obsm["X_scjoint"], joint["atac"].obsm["X_scjoint"]
             if r == 0:
-                for rule in rules:
-                    for name, (ref, query) in {"scJoint": (z_rna, z_atac), "CCA": (u, v)}.items():
-                        counts = vote_counts(ref, query, codes, len(labels), rule)
-                        rows.append(score_row(truth, labels, split, name, rule, counts))
-                for name, (ref, query) in {"scJoint": (z_rna, z_atac), "CCA": (u, v)}.items():
-                    counts = vote_counts(ref, query, codes, len(labels), "uniform")
-                    scores = self_training(counts, lsi)
+                embeddings = {"scJoint": (z_rna, z_atac), "CCA": (u, v)}
+                votes = {
+                    (name, rule): vote_counts(ref, query, codes, len(labels), rule)
+                    for rule in rules
+                    for name, (ref, query) in embeddings.items()
+                }
+                for (name, rule), counts in votes.items():
+                    rows.append(score_row(truth, labels, split, name, rule, counts))
+                for name in embeddings:
+                    scores = self_training(votes[name, "uniform"], lsi)
                     rule = "self-training on ATAC LSI"
                     rows.append(score_row(truth, labels, split, name, rule, scores))
-            summed = summed + vote_counts(z_rna, z_atac, codes, len(labels), "uniform")
+                own_votes = votes["scJoint", "uniform"]
+            else:
+                own_votes = vote_counts(z_rna, z_atac, codes, len(labels), "uniform")
+            summed = summed + own_votes
         if args.ensemble > 1:
             name = f"ensemble of {args.ensemble} seeds"
             rows.append(score_row(truth, labels, split, "scJoint", name, summed))
